@@ -1,0 +1,3 @@
+from microgesture.cli import main
+
+raise SystemExit(main())

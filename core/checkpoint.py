@@ -1,0 +1,125 @@
+"""Self-describing checkpoints.
+
+A checkpoint is one safetensors file: the weights, and in its metadata the
+model config (with labels), the preprocessing a runtime needs, the package
+versions that wrote it, and any extra fields (epoch, metrics). safetensors
+holds tensors only, so loading a checkpoint never runs pickled code. Files are
+written atomically (temporary file, then rename): a crash never leaves a
+half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict
+from microgesture.core.errors import MicrogestureError
+
+FORMAT = "microgesture-checkpoint"
+FORMAT_VERSION = 1
+
+
+def preprocessing(config: ModelConfig) -> dict[str, Any]:
+    """What a runtime needs to turn video and skeletons into the model's inputs."""
+    out: dict[str, Any] = {"rgb_frames": config.rgb_frames, "pose_frames": config.pose_frames}
+    if isinstance(config, ClipMGConfig):
+        out.update(image_size=config.clip.image_size, mean=list(config.clip.mean),
+                   std=list(config.clip.std), layout=config.pose.layout,
+                   heatmap_size=config.pose.heatmap_size, sigma=config.pose.sigma)
+    return out
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("microgesture", "torch", "open_clip_torch", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)``, fsync it, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (which must carry its ``config``) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    config: ModelConfig = model.config
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": config.to_json(),
+        "preprocessing": json.dumps(preprocessing(config)),
+        "versions": json.dumps(versions()),
+        "extra": json.dumps(extra or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint, checked; raises a clear error for
+    anything that is not a microgesture checkpoint of a known version."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MicrogestureError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MicrogestureError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+    if raw.get("format") != FORMAT:
+        raise MicrogestureError(f"{path} is not a microgesture checkpoint (no '{FORMAT}' metadata)")
+    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+        raise MicrogestureError(
+            f"{path} has checkpoint format {raw['format_version']}; this microgesture reads up to "
+            f"{FORMAT_VERSION}: upgrade microgesture")
+    meta = {k: json.loads(raw[k]) for k in ("config", "preprocessing", "versions", "extra")}
+    meta["config"] = config_from_dict(meta["config"])
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights.
+
+    Returns ``(model, metadata)``; the model is in eval mode. No download: the
+    CLIP weights are part of the checkpoint.
+    """
+    from safetensors.torch import load_file
+
+    from microgesture.core.models import create_model
+
+    meta = read_metadata(path)
+    model = create_model(meta["config"])
+    state = load_file(str(path), device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise MicrogestureError(
+            f"checkpoint {path} does not match its own config {meta['config'].name}: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return model.eval(), meta
