@@ -53,6 +53,30 @@ class PoseConfig:
 
 
 @dataclass(frozen=True)
+class TrainRecipe:
+    """How a model is trained by default (``microgesture train`` options override it)."""
+
+    optimizer: str = "adamw"
+    """``adamw`` or ``sgd``."""
+    lr: float = 1e-4
+    backbone_lr_scale: float = 0.1
+    """Learning-rate factor for the pretrained CLIP blocks left trainable."""
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    """SGD only."""
+    epochs: int = 30
+    warmup_epochs: float = 1.0
+    batch_size: int = 16
+    grad_clip: float = 1.0
+    """Maximum gradient norm (0: no clipping)."""
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise MicrogestureError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Fields every architecture shares: name, classes and the sampled window."""
 
@@ -62,6 +86,7 @@ class ModelConfig:
     labels: tuple[str, ...] = IMIGUE_CLASSES
     rgb_frames: int = 8
     pose_frames: int = 32
+    train: TrainRecipe = field(default_factory=TrainRecipe)
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +132,16 @@ class ClipMGConfig(ModelConfig):
                 f"({self.rgb_frames}): pose frames are averaged into one window per RGB frame")
 
 
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no-pose-guidance": {"pose_guidance": False},
+    "no-cross-attention": {"cross_attention": False},
+    "no-gate": {"gate": False},
+    "visual-only": {"modality": "visual"},
+    "pose-only": {"modality": "pose"},
+}
+"""CLIP-MG's ablation set (the paper's Table 2 and its single-modality baselines)."""
+
 ARCHS: dict[str, type[ModelConfig]] = {"clip-mg": ClipMGConfig}
 """Architecture name -> config class (the model class is chosen in core.models)."""
 
@@ -129,7 +164,9 @@ MODELS: dict[str, ModelConfig] = {
             name="clip-mg-tiny", arch="clip-mg",
             description="CLIP-MG at test size: 2-layer ViT of width 64 on 32 px, 4 frames",
             rgb_frames=4, pose_frames=8, clip=_TINY_CLIP, pose=_TINY_POSE,
-            attention_heads=4, hidden=32, dropout=0.1),
+            attention_heads=4, hidden=32, dropout=0.1,
+            train=TrainRecipe(lr=2e-3, backbone_lr_scale=1.0, weight_decay=0.01, epochs=10,
+                              warmup_epochs=0.5, batch_size=8)),
     )
 }
 

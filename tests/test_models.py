@@ -3,18 +3,10 @@
 import pytest
 import torch
 
-from microgesture.core.config import MODELS, config_from_dict, get_config
+from microgesture.core.config import ABLATIONS, MODELS, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError, UnknownNameError
 from microgesture.core.models import create_model, example_inputs
 
-ABLATIONS = {
-    "full": {},
-    "no-pose-guidance": {"pose_guidance": False},
-    "no-cross-attention": {"cross_attention": False},
-    "no-gate": {"gate": False},
-    "visual-only": {"modality": "visual"},
-    "pose-only": {"modality": "pose"},
-}
 
 
 @pytest.fixture(scope="module")
