@@ -34,6 +34,11 @@ def _open_clip():
     return open_clip
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def create_clip(cfg: ClipConfig, weights: str | None = None) -> torch.nn.Module:
     """The whole open_clip model (image and text towers) for ``cfg``.
 
@@ -52,6 +57,9 @@ def create_clip(cfg: ClipConfig, weights: str | None = None) -> torch.nn.Module:
             "or use random weights")
     if tag and Path(tag).suffix and not Path(tag).is_file():
         raise MicrogestureError(f"CLIP weights file {tag} does not exist")
+    root = logging.getLogger()
+    quiet = _DropRandomInitWarning()
+    root.addFilter(quiet)  # random weights are what we asked for: no warning about them
     try:
         model = open_clip.create_model(cfg.arch, pretrained=tag or None,
                                        force_image_size=cfg.image_size)
@@ -63,6 +71,8 @@ def create_clip(cfg: ClipConfig, weights: str | None = None) -> torch.nn.Module:
                 f"{', '.join(known) or 'none'}. Offline? Download the weights on a machine "
                 "with internet and pass the file with --clip-weights PATH") from exc
         raise MicrogestureError(f"could not load CLIP weights from {tag}: {exc}") from exc
+    finally:
+        root.removeFilter(quiet)
     if tag:
         logging.getLogger(__name__).info("CLIP %s weights from %s", cfg.arch, tag)
     return model
