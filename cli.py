@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from microgesture import __version__
@@ -122,6 +123,198 @@ def _pose_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+# ---------------------------------------------------------------- data
+def run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from microgesture.training.synth import make_long_video, write_synthetic
+
+        if args.long:
+            r = make_long_video(args.out, args.long, seed=args.seed, size=tuple(args.size),
+                                fps=args.fps, progress=not args.quiet)
+            print(f"wrote {r['video']}: {r['frames']} frames, {len(r['gestures'])} gestures")
+        else:
+            r = write_synthetic(args.out, args.subjects, args.clips_per_class, args.classes,
+                                args.seed, args.frames, tuple(args.size), args.fps,
+                                progress=not args.quiet, workers=args.workers)
+            print(f"wrote {r['clips']} clips to {r['out_dir']} in {r['seconds']:.1f} s")
+        return 0
+    from microgesture.training.datasets import open_dataset
+
+    index = open_dataset(args.path, strict=args.strict)
+    counts = index.class_counts()
+    info = {"path": str(index.root), "kind": index.kind, "layout": index.layout,
+            "clips": len(index.records), "classes": len(index.classes),
+            "subjects": len(index.subjects()), "splits": list(index.splits()),
+            "skipped": [{"path": str(p), "reason": r} for p, r in index.skipped],
+            "clips_per_class": dict(zip(index.classes, counts))}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key in ("path", "kind", "layout", "clips", "classes", "subjects", "splits"):
+            print(f"{key:>9}: {info[key]}")
+        print(f"  skipped: {len(index.skipped)}")
+        for p, r in index.skipped[:10]:
+            print(f"           {p}: {r}")
+        width = max(len(c) for c in index.classes)
+        for name, n in info["clips_per_class"].items():
+            print(f"  {name:<{width}}  {n}")
+    return 0
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True,
+                           parser_class=Parser)
+    synth = sub.add_parser("synth", help="write the synthetic micro-gesture set (or a long video)")
+    synth.add_argument("out", help="output folder (a set), or an .mp4 path with --long")
+    synth.add_argument("--subjects", type=int, default=12)
+    synth.add_argument("--clips-per-class", type=int, default=12)
+    synth.add_argument("--classes", type=int, default=32, help="the first N iMiGUE classes")
+    synth.add_argument("--frames", type=int, default=40, help="frames per clip")
+    synth.add_argument("--size", type=int, nargs=2, default=[128, 128], metavar=("W", "H"))
+    synth.add_argument("--fps", type=float, default=15.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1,
+                       help="processes writing clips (the files do not depend on it)")
+    synth.add_argument("--long", type=float, metavar="SECONDS",
+                       help="write one long video of one subject performing several gestures, "
+                            "with its skeleton JSONL and ground-truth CSV")
+    synth.add_argument("--quiet", action="store_true")
+    info = sub.add_parser("info", help="check a dataset folder and count its clips")
+    info.add_argument("path", help="dataset folder")
+    info.add_argument("--strict", action="store_true", help="fail on the first bad clip")
+    info.add_argument("--json", action="store_true")
+
+
+# ---------------------------------------------------------------- train / eval / ablate
+def _train_options_from(args: argparse.Namespace):
+    from microgesture.training.trainer import TrainOptions
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MicrogestureError(f"--set needs KEY=VALUE, got {item!r} (e.g. --set gate=false)")
+        overrides[key] = _parse_value(value)
+    if not args.model:
+        raise MicrogestureError("--model is required (see microgesture models), "
+                                "or continue a run with --resume RUN")
+    if not args.data or not args.out:
+        raise MicrogestureError("--data DIR and --out RUN are required for a new run")
+    subjects = tuple(s for s in (args.test_subjects or "").split(",") if s) or None
+    return TrainOptions(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                        accumulate=args.accumulate, device=args.device, workers=args.workers,
+                        seed=args.seed, clip_weights=args.clip_weights, amp=not args.no_amp,
+                        test_subjects=subjects, test_fraction=args.test_fraction,
+                        strict=args.strict, overrides=overrides)
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from microgesture.training.trainer import TrainOptions, train
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("model", "data", "out", "epochs", "batch_size",
+                                                      "lr", "optimizer", "clip_weights", "set")
+                 if getattr(args, k)]
+        if given:
+            raise MicrogestureError(f"--resume continues a run with its own options; drop "
+                                    f"{', '.join(given)} (or start a new run with --out)")
+        summary = train(TrainOptions(model="", data="", out=args.resume), resume=True,
+                        progress=not args.quiet, stop_after=args.stop_after)
+    else:
+        summary = train(_train_options_from(args), progress=not args.quiet,
+                        stop_after=args.stop_after)
+    print(json.dumps(summary))
+    return 0
+
+
+def _common_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (microgesture models)")
+    p.add_argument("--data", help="dataset folder: own clips, synthetic, iMiGUE raw or challenge")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--epochs", type=int, help="default: the model's recipe")
+    p.add_argument("--batch-size", type=int, help="per process; default: the model's recipe")
+    p.add_argument("--lr", type=float, help="peak learning rate; default: the model's recipe")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="default: the model's recipe")
+    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clip-weights", default=None,
+                   help="'pretrained' (the config's open_clip tag, downloads), another tag, or "
+                        "a local CLIP checkpoint file; default: random initialisation")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--test-subjects", help="comma-separated held-out subjects "
+                                           "(default: the dataset's split, else --test-fraction)")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="fraction of subjects held out when the data has no split")
+    p.add_argument("--strict", action="store_true", help="fail on a corrupt or missing clip "
+                                                         "instead of skipping it")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set gate=false --set pose.sigma=2")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly")
+    p.add_argument("--stop-after", type=int, metavar="EPOCH",
+                   help="stop once this many epochs are done (continue later with --resume)")
+    _common_train_options(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from microgesture.training.evaluate import evaluate
+
+    report = evaluate(args.run, data=args.data, clips=args.clips, flip=args.flip,
+                      all_subjects=args.all_subjects, batch_size=args.batch_size,
+                      workers=args.workers, out=args.out, progress=not args.quiet)
+    keys = ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "views")
+    print(json.dumps({k: report[k] for k in keys} | {"plots": report["plots"]}))
+    return 0
+
+
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (uses best.safetensors and its split) or a checkpoint")
+    p.add_argument("--data", help="dataset folder (default: the run's)")
+    p.add_argument("--clips", type=int, default=1, help="temporal samplings per clip (TTA)")
+    p.add_argument("--flip", action="store_true", help="also average horizontally flipped views")
+    p.add_argument("--all-subjects", action="store_true",
+                   help="evaluate every clip, not only the run's held-out subjects")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", help="folder for metrics.json and plots (default: the run)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    from microgesture.training.ablate import run_ablations
+
+    names = [n for n in (args.only or "").split(",") if n] or None
+    rows = run_ablations(_train_options_from(args), names, clips=args.clips,
+                         progress=not args.quiet)
+    print((Path(args.out) / "ablations.md").read_text())
+    return 0 if rows else 1
+
+
+def _ablate_options(p: argparse.ArgumentParser) -> None:
+    _common_train_options(p)
+    p.add_argument("--only", help="comma-separated subset of: full, no-pose-guidance, "
+                                  "no-cross-attention, no-gate, visual-only, pose-only")
+    p.add_argument("--clips", type=int, default=1, help="temporal samplings per test clip")
+
+
 # name -> (help, options builder, runner); the order is the order in --help.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
@@ -129,4 +322,12 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                _models_options, run_models),
     "pose": ("Extract skeletons (JSONL, one object per frame) from an image, a video, "
              "an image folder or a camera.", _pose_options, run_pose),
+    "data": ("Datasets: write the synthetic set (synth), check a dataset folder (info).",
+             _data_options, run_data),
+    "train": ("Train a model on a dataset (or --resume a run); torchrun for several GPUs.",
+              _train_options, run_train),
+    "eval": ("Evaluate a run on held-out subjects: metrics.json and PNG plots.",
+             _eval_options, run_eval),
+    "ablate": ("Train and evaluate the paper's ablation set; writes a markdown/JSON table.",
+               _ablate_options, run_ablate),
 }

@@ -1,0 +1,141 @@
+"""Evaluation of a run on held-out subjects, with test-time augmentation, and the
+pictures researchers look at.
+
+``evaluate(RUN)`` loads ``RUN/best.safetensors``, the run's subject split and
+its data (or another dataset), scores every test clip as the average softmax
+over ``clips`` temporal samplings (each with and without a horizontal flip
+when ``flip``), as PoseC3D tests, and writes ``metrics.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from microgesture.core.checkpoint import atomic_write, load_checkpoint
+from microgesture.core.config import ClipMGConfig
+from microgesture.core.errors import MicrogestureError
+from microgesture.training import plots
+from microgesture.training.datasets import open_dataset
+from microgesture.training.metrics import classification_report
+from microgesture.training.trainer import BEST_FILE, METRICS_FILE, RUN_FILE
+from microgesture.training.transforms import ClipDataset, make_loader
+
+
+def _resolve(run_or_checkpoint: str | Path) -> tuple[Path, Path, dict | None]:
+    """(checkpoint, output folder, run.json or None)."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        ckpt = path / BEST_FILE
+        if not ckpt.is_file():
+            raise MicrogestureError(f"{path} has no {BEST_FILE}: has the run finished an epoch? "
+                                    "(microgesture train --resume continues it)")
+        info = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).is_file() else None
+        return ckpt, path, info
+    if path.is_file():
+        return path, path.parent, None
+    raise MicrogestureError(f"{path} is neither a run folder nor a checkpoint file")
+
+
+@torch.no_grad()
+def predict(model, dataset_views: list[ClipDataset], batch_size: int, workers: int,
+            progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Average softmax over the views; returns (scores (N, C), labels (N,), aux) where
+    aux holds CLIP-MG's first clip with its patch relevance and every gate value
+    of the first view."""
+    total = None
+    labels = None
+    aux: dict = {}
+    for v, view in enumerate(dataset_views):
+        loader = make_loader(view, batch_size, train=False, workers=workers)
+        parts, part_labels = [], []
+        for i, batch in enumerate(loader):
+            logits = _forward(model, batch, aux if v == 0 else None)
+            parts.append(torch.softmax(logits.float(), 1).numpy())
+            part_labels.append(batch["label"].numpy())
+            if progress:
+                print(f"\revaluating view {v + 1}/{len(dataset_views)}: batch {i + 1}/{len(loader)}",
+                      end="", file=sys.stderr, flush=True)
+        scores = np.concatenate(parts)
+        total = scores if total is None else total + scores
+        labels = np.concatenate(part_labels)
+    if progress:
+        print(file=sys.stderr)
+    return total / len(dataset_views), labels, aux
+
+
+def _forward(model, batch, collect: dict | None):
+    if collect is None or not isinstance(model.config, ClipMGConfig) or not model.use_visual:
+        return model(batch["frames"], batch["heatmaps"], batch["joints"])
+    b, r = batch["frames"].shape[:2]
+    tokens = model.encode_frames(batch["frames"].flatten(0, 1)).unflatten(0, (b, r))
+    pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
+    logits, aux = model.fuse(tokens, pose, batch["joints"], return_aux=True)
+    if "frames" not in collect:
+        collect.update(frames=batch["frames"][0], relevance=aux["relevance"][0])
+    if "gate" in aux:
+        collect.setdefault("gates", []).append(aux["gate"].numpy())
+    return logits
+
+
+def evaluate(run_or_checkpoint: str | Path, data: str | None = None, clips: int = 1,
+             flip: bool = False, all_subjects: bool = False, batch_size: int = 8,
+             workers: int = 2, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate and write ``metrics.json`` and plots into the run (or ``out``)."""
+    if clips < 1:
+        raise MicrogestureError(f"--clips must be at least 1, got {clips}")
+    ckpt, out_dir, info = _resolve(run_or_checkpoint)
+    out_dir = Path(out) if out else out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, meta = load_checkpoint(ckpt)
+    config = meta["config"]
+    data = data or (info and info["options"]["data"])
+    if not data:
+        raise MicrogestureError(f"{ckpt} is not inside a run folder: pass the data with --data DIR")
+    index = open_dataset(data)
+    if tuple(index.classes) != config.labels:
+        raise MicrogestureError(
+            f"the dataset at {data} has {len(index.classes)} classes but the model was trained on "
+            f"{config.num_classes}: evaluate on data with the same classes.txt")
+    if not all_subjects and info is not None:
+        _, index = index.split_by_subject(test_subjects=tuple(info["split"]["test_subjects"]))
+    if len(index.records) == 0:
+        raise MicrogestureError(f"no test clips in {data} for this run's test subjects")
+    views = [ClipDataset(index, config, train=False, clip=k, num_clips=clips, flip=f)
+             for k in range(clips) for f in ((False, True) if flip else (False,))]
+    scores, labels, aux = predict(model, views, batch_size, workers, progress)
+    subjects = [r.subject for r in index.records]
+    report = classification_report(scores, labels, config.labels, subjects)
+    report.update(checkpoint=str(ckpt), data=str(data), views=len(views), clips_per_view=clips,
+                  flip=flip, model=config.name, trained_epoch=meta["extra"].get("epoch"))
+    pictures = _pictures(report, config, out_dir, aux, info is not None)
+    report["plots"] = [str(p) for p in pictures]
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    return report
+
+
+def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> list[Path]:
+    made = [plots.confusion(np.array(report["confusion_matrix"]), config.labels,
+                            out_dir / "confusion.png",
+                            f"{config.name}: top-1 {report['top1']:.3f}, macro-F1 {report['macro_f1']:.3f}"),
+            plots.per_class(report, out_dir / "per_class.png")]
+    if in_run:
+        curve = plots.curves(out_dir / METRICS_FILE, out_dir / "curves.png")
+        if curve:
+            made.append(curve)
+    if "frames" in aux:
+        mean = torch.tensor(config.clip.mean).view(1, 3, 1, 1)
+        std = torch.tensor(config.clip.std).view(1, 3, 1, 1)
+        frames = ((aux["frames"] * std + mean).clamp(0, 1) * 255).byte()
+        frames = frames.permute(0, 2, 3, 1).numpy()
+        side = int(round(aux["relevance"].shape[-1] ** 0.5))
+        made.append(plots.relevance(frames, aux["relevance"].numpy(), (side, side),
+                                    out_dir / "relevance.png"))
+    if aux.get("gates"):
+        made.append(plots.gate_histogram(np.concatenate(aux["gates"]), out_dir / "gate.png"))
+    return made
