@@ -17,8 +17,8 @@ from microgesture.core.layouts import get_layout
 from microgesture.core.skeleton_io import SkeletonWriter
 from microgesture.training.datasets import (ClipRecord, DatasetIndex, detect_coords, open_dataset,
                                             restricted_load)
-from microgesture.training.transforms import (ClipDataset, VideoClip, make_loader, sample_clip,
-                                              sample_indices, set_epoch)
+from microgesture.core.sampling import sample_clip, sample_indices
+from microgesture.training.transforms import ClipDataset, VideoClip, make_loader, set_epoch
 
 TINY = get_config("clip-mg-tiny")  # R=4, P=8, S=32, coco18, heatmaps 16x16, sigma 1
 
