@@ -16,7 +16,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict

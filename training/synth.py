@@ -121,7 +121,6 @@ worker processes there are.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json

@@ -37,7 +37,6 @@ memory, so persistent workers see it.
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -48,21 +47,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.heatmaps import compact_box, flip_heatmaps, joint_heatmaps
 from microgesture.core.layouts import convert, get_layout
+from microgesture.core.preprocess import (BOX_PADDING, _cv2, crop_resize, joints_in_box,
+                                          normalize_frames, square_box)
 from microgesture.core.sampling import sample_clip
 from microgesture.core.skeleton_io import IMIGUE_HEIGHT, IMIGUE_LAYOUT, IMIGUE_WIDTH, read_jsonl
 from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, DatasetIndex
 
 log = logging.getLogger(__name__)
-
-BOX_PADDING = 0.25
-
-
-def _cv2():
-    import cv2  # imported where needed: importing this module stays cheap
-    return cv2
-
-
-# ----------------------------------------------------------------------------- sampling
 
 # ----------------------------------------------------------------------------- skeletons
 
@@ -217,39 +208,6 @@ class VideoClip:
         self.close()
 
 
-def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """``image[y0:y1, x0:x1]`` (whole-pixel box; zeros outside the image) resized to ``size`` x ``size``."""
-    cv2 = _cv2()
-    x0, y0, x1, y1 = box
-    h, w = image.shape[:2]
-    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if (ix0, iy0, ix1, iy1) == (x0, y0, x1, y1):
-        crop = image[y0:y1, x0:x1]
-    else:
-        crop = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-        if ix1 > ix0 and iy1 > iy0:
-            crop[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
-    shrink = (x1 - x0) > size
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def square_box(box, jitter: tuple[float, float] | None = None, rng: np.random.Generator | None = None
-               ) -> tuple[int, int, int, int]:
-    """A square, whole-pixel box about ``box``'s centre (side = its longer side);
-    ``jitter`` = (u, shift_x, shift_y) scales the side by sqrt(u) and moves the centre."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    if jitter is not None:
-        u, sx, sy = jitter
-        new = side * math.sqrt(u)
-        room = abs(side - new) / 2
-        cx, cy, side = cx + sx * room, cy + sy * room, new
-    side = max(2, int(round(side)))
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    return left, top, left + side, top + side
-
-
 # ----------------------------------------------------------------------------- dataset
 
 class ClipDataset(Dataset):
@@ -385,7 +343,7 @@ class ClipDataset(Dataset):
 
         hm = cfg.pose.heatmap_size
         heatmaps = joint_heatmaps(kp[pose_idx], sc[pose_idx], (hm, hm), cfg.pose.sigma, box=box)
-        joints = self._joints(kp[rgb_idx], sc[rgb_idx], box)
+        joints = joints_in_box(kp[rgb_idx], sc[rgb_idx], box)
         if flip:
             heatmaps = flip_heatmaps(heatmaps, self.layout)
             joints = joints[:, self.layout.flip_permutation]
@@ -395,8 +353,7 @@ class ClipDataset(Dataset):
         if frames is None:
             out_frames = torch.zeros(cfg.rgb_frames, 3, s, s)
         else:
-            x = (frames.astype(np.float32) / 255.0 - self.mean) / self.std
-            out_frames = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+            out_frames = torch.from_numpy(normalize_frames(frames, self.mean, self.std))
         return {
             "frames": out_frames,
             "heatmaps": torch.from_numpy(np.ascontiguousarray(heatmaps, dtype=np.float32)),
@@ -404,17 +361,6 @@ class ClipDataset(Dataset):
             "label": torch.tensor(record.label, dtype=torch.int64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
-
-    @staticmethod
-    def _joints(kp: np.ndarray, sc: np.ndarray, box) -> np.ndarray:
-        """(R, V, 3): x, y as fractions of the box (slice convention), score; missing = 0."""
-        x0, y0, x1, y1 = box
-        xy = (kp + 0.5 - np.array([x0, y0], np.float32)) / np.array([x1 - x0, y1 - y0], np.float32)
-        valid = (sc > 0) & np.isfinite(xy).all(-1)
-        out = np.zeros(kp.shape[:-1] + (3,), np.float32)
-        out[..., :2] = np.where(valid[..., None], xy, 0.0)
-        out[..., 2] = np.where(valid, sc, 0.0)
-        return out
 
     # ------------------------------------------------------------ skeletons
     def _pose(self, record: ClipRecord, video: VideoClip | None):
