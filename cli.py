@@ -315,6 +315,157 @@ def _ablate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=1, help="temporal samplings per test clip")
 
 
+# ---------------------------------------------------------------- export
+def run_export(args: argparse.Namespace) -> int:
+    from microgesture.export.exporter import export_bundle
+
+    formats = tuple(f for f in args.formats.split(",") if f)
+    summary = export_bundle(args.run, args.out, formats=formats, verify=not args.no_verify,
+                            data=args.data, calibration_clips=args.calibration_clips,
+                            opset=args.opset, progress=not args.quiet)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (best.safetensors) or a checkpoint file")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--formats", default="onnx",
+                   help="comma-separated: onnx (always), int8 (CPU), fp16, engine (TensorRT, on "
+                        "an NVIDIA GPU), triton (a Triton model repository)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip checking ONNX Runtime against PyTorch (not recommended)")
+    p.add_argument("--data", help="dataset folder for real verification and calibration clips "
+                                  "(default: the run's)")
+    p.add_argument("--calibration-clips", type=int, default=16,
+                   help="clips used to calibrate static int8")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--quiet", action="store_true")
+
+
+# ---------------------------------------------------------------- stream / listen / demo
+def _install_stop_signals():
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
+def run_stream_command(args: argparse.Namespace) -> int:
+    from microgesture.stream.pipeline import SmoothingOptions, StreamOptions, run_stream
+
+    options = StreamOptions(
+        bundle=args.bundle, sources=args.source, stream_ids=args.stream_id,
+        publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
+        precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
+        span_s=args.span, realtime=args.realtime, events_log=args.events_log,
+        heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
+        smoothing=SmoothingOptions(window=args.smooth_windows, start_threshold=args.start_threshold,
+                                   end_threshold=args.end_threshold,
+                                   min_duration_s=args.min_duration),
+        max_frames=args.max_frames, save_video=args.save_video, show=args.show)
+
+    def ready(address, workers):
+        if not args.quiet:
+            print(f"publishing on {address}: microgesture listen --connect {address}",
+                  file=sys.stderr, flush=True)
+
+    summary = run_stream(options, stop=_install_stop_signals(), on_ready=ready)
+    print(json.dumps(summary, default=str))
+    fatal = [s["fatal"] for s in summary["streams"].values() if s.get("fatal")]
+    if fatal:
+        print(f"microgesture stream: error: {fatal[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="exported bundle folder (microgesture export)")
+    p.add_argument("--source", action="append", required=True,
+                   help="camera index (0), rtsp:// or http:// URL, video file or image folder; "
+                        "repeat for several streams")
+    p.add_argument("--stream-id", action="append", help="name of each stream (default: derived)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555",
+                   help="ZeroMQ PUB address (loopback unless --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow binding to a non-loopback address")
+    p.add_argument("--pose", default="mediapipe",
+                   help="mediapipe, mediapipe-pose, tasks:MODEL.task or recorded:FILE.jsonl")
+    p.add_argument("--precision", default="auto", help="auto (int8 if the bundle has it), int8, "
+                                                        "fp32, fp16, engine")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or tensorrt")
+    p.add_argument("--threads", type=int, default=1, help="threads per inference session")
+    p.add_argument("--hop", type=int, help="frames between windows (default: span / RGB frames)")
+    p.add_argument("--span", type=float, help="seconds a window covers (default: the bundle's)")
+    p.add_argument("--realtime", action="store_true", help="pace a file at its frame rate")
+    p.add_argument("--events-log", help="also append every event to this JSONL file")
+    p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--publish-windows", action="store_true",
+                   help="also publish every window's raw scores")
+    p.add_argument("--smooth-windows", type=int, default=4, help="windows averaged")
+    p.add_argument("--start-threshold", type=float, default=0.5)
+    p.add_argument("--end-threshold", type=float, default=0.3)
+    p.add_argument("--min-duration", type=float, default=0.3, help="seconds")
+    p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
+    p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
+    p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    from microgesture.stream.client import listen
+
+    types = tuple(t for t in args.types.split(",") if t)
+    try:
+        listen(args.connect, args.stream, args.json, types, count=args.count,
+               timeout=args.timeout)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _listen_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="the stream's PUB address")
+    p.add_argument("--stream", action="append", help="only these stream ids (repeatable)")
+    p.add_argument("--types", default="gesture,source",
+                   help="event types: gesture, source, heartbeat, window")
+    p.add_argument("--json", action="store_true", help="raw JSON, one event per line")
+    p.add_argument("--count", type=int, help="exit after this many events")
+    p.add_argument("--timeout", type=float, help="exit after this many idle seconds")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from microgesture.demo import format_summary, run_demo, write_summary
+
+    result = run_demo(duration_s=args.duration, seed=args.seed, bundle=args.bundle,
+                      rebuild=args.rebuild, realtime=not args.fast, precision=args.precision,
+                      progress=not args.quiet)
+    print(format_summary(result))
+    if args.json:
+        write_summary(result, Path(args.json))
+    return 0
+
+
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of synthetic video")
+    p.add_argument("--seed", type=int, default=0, help="which synthetic video")
+    p.add_argument("--bundle", help="use this bundle instead of the shipped demo model")
+    p.add_argument("--rebuild", action="store_true",
+                   help="train and export the demo model again (needs the train extra)")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--fast", action="store_true",
+                   help="replay the video as fast as possible instead of at its frame rate")
+    p.add_argument("--json", help="also write the summary as JSON to this file")
+    p.add_argument("--quiet", action="store_true")
+
+
 # name -> (help, options builder, runner); the order is the order in --help.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
@@ -330,4 +481,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
              _eval_options, run_eval),
     "ablate": ("Train and evaluate the paper's ablation set; writes a markdown/JSON table.",
                _ablate_options, run_ablate),
+    "export": ("Export a run to a bundle: ONNX stages, int8, TensorRT engines, Triton.",
+               _export_options, run_export),
+    "stream": ("Recognize micro-gestures live (camera, RTSP, file) and publish events over ZeroMQ.",
+               _stream_options, run_stream_command),
+    "listen": ("Print the events a stream publishes.", _listen_options, run_listen),
+    "demo": ("The whole product on a synthetic video: stream, subscribe, and score it.",
+             _demo_options, run_demo_command),
 }

@@ -1,0 +1,821 @@
+"""Inference backends: one small interface over the engines that run a bundle's stages.
+
+A :class:`Backend` takes named numpy arrays and returns named numpy arrays. Two
+implementations:
+
+- :class:`OrtBackend`: an ONNX Runtime session on the CPU, or on an NVIDIA GPU
+  through ONNX Runtime's CUDA or TensorRT execution provider (needs
+  ``onnxruntime-gpu``, which replaces ``onnxruntime``).
+- :class:`TensorRTBackend`: a TensorRT engine file written by
+  ``microgesture export --tensorrt`` (needs ``tensorrt`` and an NVIDIA GPU).
+
+:func:`open_stage` opens one stage of a bundle at a precision on a device;
+:func:`available_devices` says which devices this machine can really run.
+
+Nothing here needs torch: the streaming runtime imports only numpy and
+onnxruntime; tensorrt and cuda-python are imported inside the functions that
+need them.
+
+What actually runs a session is reported, never assumed: ``onnxruntime-gpu``
+lists the CUDA and TensorRT providers even when their libraries are missing and
+then silently runs on the CPU, so :class:`OrtBackend` reads
+``session.get_providers()`` after creating the session and refuses (or, with
+``allow_fallback=True``, warns) when the provider asked for is not the one that
+runs.
+
+TensorRT engine files (``<stage>.<precision>.engine``) carry their own metadata
+as a length-prefixed JSON header before the serialized engine::
+
+    4 bytes   little-endian unsigned length L of the header
+    L bytes   UTF-8 JSON object: {"format": "microgesture-engine", "header_version": 1,
+              "engine_sha256": ..., "engine_bytes": ..., "stage": ..., "precision": ...,
+              "tensorrt": "10.x", "gpu": ..., "inputs": ..., "outputs": ..., "profiles": ...}
+    rest      the engine exactly as ``builder.build_serialized_network`` returned it
+
+:func:`write_engine_file` and :func:`read_engine_file` read and write it without
+tensorrt, so the exporter and the runtime share one definition.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from microgesture.core.errors import MicrogestureError
+
+DEVICES = ("cpu", "cuda", "tensorrt")
+PRECISIONS = ("fp32", "int8", "fp16", "engine")
+"""Keys of a stage's ``files`` table: ONNX graphs (fp32, int8, fp16) and a TensorRT engine."""
+
+FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
+"""ONNX Runtime optimisers :func:`open_stage` turns off for FP16 graphs: onnxruntime 1.31's
+CPU provider segfaults in its NCHWc layout pass on some FP16 transformer graphs (the tiny
+CLIP-MG head; a ViT with FP16 LayerNorms) while building the session. FP16 graphs are
+meant for GPUs, so the CPU loses nothing that matters."""
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider"}
+
+ENGINE_FORMAT = "microgesture-engine"
+ENGINE_HEADER_VERSION = 1
+_MAX_HEADER = 16 << 20
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+               "tensor(double)": "float64", "tensor(bfloat16)": "bfloat16",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+# A one-node ONNX model (Relu on a float[1]), serialized with onnx.helper (opset 13, IR 7):
+# enough to ask a provider whether it really constructs a session, without the onnx package.
+_PROBE_MODEL = (b'\x08\x07\x12\x0cmicrogesture:7\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x05probeZ\x0f'
+                b'\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08'
+                b'\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r')
+
+
+# --------------------------------------------------------------------------- interface
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a backend: ``shape`` has None for a dynamic axis;
+    ``dims`` names every axis (the symbolic name of a dynamic one, e.g. ``batch``, or
+    ``?`` when it has none)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    dims: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """The shape as a user reads it: ``(batch, 3, 224, 224)``."""
+        labels = self.dims or tuple("?" if d is None else str(d) for d in self.shape)
+        return "(" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
+
+
+def tensor_spec(name: str, shape, dtype: str) -> TensorSpec:
+    """A :class:`TensorSpec` from a shape whose dynamic axes are names, None or -1
+    (as ONNX Runtime, TensorRT and bundle manifests write them)."""
+    dims, fixed = [], []
+    for i, d in enumerate(shape):
+        if isinstance(d, (int, np.integer)) and d >= 0:
+            fixed.append(int(d))
+            dims.append(str(int(d)))
+        else:
+            fixed.append(None)
+            dims.append(d if isinstance(d, str) and d else "?")  # "?": a dynamic axis, unnamed
+    return TensorSpec(name, tuple(fixed), str(dtype), tuple(dims))
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference engine behind one small interface."""
+
+    name: str
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """What ACTUALLY runs it: ``("CPUExecutionProvider",)``, ``("TensorRT 10.x on <gpu>",)``."""
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class _BackendBase:
+    name: str
+    _inputs: tuple[TensorSpec, ...] = ()
+    _outputs: tuple[TensorSpec, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, providers={list(self.providers)})"
+
+
+def validate_feeds(specs: tuple[TensorSpec, ...], feeds: Mapping[str, Any], *, cast: bool = False,
+                   where: str = "model") -> dict[str, np.ndarray]:
+    """Check ``feeds`` against the input ``specs`` and return contiguous arrays.
+
+    Refuses missing and unknown names, wrong dtypes (floating arrays are cast to
+    the expected floating dtype only with ``cast=True``), wrong ranks, wrong fixed
+    axes, and one symbolic axis (``batch``) given different sizes in two inputs.
+    """
+    if not isinstance(feeds, Mapping):
+        raise MicrogestureError(f"{where}: feeds must be a dict of input name -> array, got "
+                                f"{type(feeds).__name__}")
+    expected = {s.name: s for s in specs}
+    missing = [n for n in expected if n not in feeds]
+    extra = [n for n in feeds if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unknown input(s) {', '.join(map(repr, extra))}")
+        wanted = ", ".join(f"{s.name} {s.describe()} {s.dtype}" for s in specs)
+        raise MicrogestureError(f"{where}: {' and '.join(parts)}; it takes: {wanted}")
+    out: dict[str, np.ndarray] = {}
+    sizes: dict[str, tuple[int, str]] = {}
+    for spec in specs:
+        value = feeds[spec.name]
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if array.dtype != np.dtype(spec.dtype):
+            floating = (np.issubdtype(array.dtype, np.floating)
+                        and np.issubdtype(np.dtype(spec.dtype), np.floating))
+            if not (cast and floating):
+                hint = (f"convert it with .astype(np.{spec.dtype})"
+                        + (" or open the backend with cast=True" if floating else ""))
+                raise MicrogestureError(f"{where}: input {spec.name!r} has dtype {array.dtype}, "
+                                        f"expected {spec.dtype}: {hint}")
+            array = array.astype(spec.dtype)
+        if array.ndim != len(spec.shape):
+            raise MicrogestureError(
+                f"{where}: input {spec.name!r} has shape {tuple(array.shape)} (rank {array.ndim}), "
+                f"expected {spec.describe()} (rank {len(spec.shape)})")
+        for axis, (size, want) in enumerate(zip(array.shape, spec.shape)):
+            label = spec.dims[axis] if spec.dims else "?"
+            if want is not None and size != want:
+                raise MicrogestureError(
+                    f"{where}: input {spec.name!r} has shape {tuple(array.shape)}, expected "
+                    f"{spec.describe()}: axis {axis} is {size}, not {want}")
+            if want is None and label != "?":  # a named axis must agree across inputs
+                if label in sizes and sizes[label][0] != size:
+                    other = sizes[label][1]
+                    raise MicrogestureError(
+                        f"{where}: axis {label!r} is {size} in input {spec.name!r} but "
+                        f"{sizes[label][0]} in input {other!r}; every input must agree on it")
+                sizes.setdefault(label, (size, spec.name))
+        out[spec.name] = np.ascontiguousarray(array)
+    return out
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - a runtime dependency
+        raise MicrogestureError("onnxruntime is not installed: pip install onnxruntime (CPU) or "
+                                "onnxruntime-gpu (NVIDIA GPU)") from exc
+    return onnxruntime
+
+
+def _default_cache(kind: str) -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "microgesture" / kind
+
+
+def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
+                  cache_dir: str | Path | None = None, workspace_gb: float = 4.0,
+                  trt_profiles: Mapping[str, tuple] | None = None,
+                  provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> list:
+    """ONNX Runtime's ``providers=`` list for ``device``, best first, with options.
+
+    TensorRT: engine and timing caches under ``cache_dir`` (default
+    ``~/.cache/microgesture/ort-tensorrt``) so the second start skips the build.
+    ``fp16=True`` sets TensorRT's (weakly typed) FP16 flag, which is known to
+    wreck CLIP ViT accuracy; prefer the bundle's fp16 ONNX graph
+    (``precision="fp16"``), which ONNX Runtime builds as a strongly typed network
+    when the flag is off. ``trt_profiles`` (input name -> (min, opt, max) shapes,
+    for every dynamic input) become TensorRT's explicit optimisation profile, so one
+    engine covers every batch size instead of a rebuild at each larger one.
+    ``provider_options`` (provider name -> options) are merged over ours.
+    """
+    if device not in DEVICES:
+        from microgesture.core.errors import UnknownNameError
+        raise UnknownNameError("device", device, DEVICES)
+    extra = {k: dict(v) for k, v in (provider_options or {}).items()}
+    cuda = ("CUDAExecutionProvider", {"device_id": str(device_id),
+                                      "cudnn_conv_algo_search": "HEURISTIC",
+                                      **extra.get("CUDAExecutionProvider", {})})
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        return [cuda, "CPUExecutionProvider"]
+    cache = Path(cache_dir) if cache_dir else _default_cache("ort-tensorrt")
+    trt = ("TensorrtExecutionProvider", {
+        "device_id": str(device_id),
+        "trt_fp16_enable": "True" if fp16 else "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_max_workspace_size": str(int(workspace_gb * (1 << 30))),
+        **_profile_options(trt_profiles),
+        **extra.get("TensorrtExecutionProvider", {}),
+    })
+    return [trt, cuda, "CPUExecutionProvider"]
+
+
+def _profile_options(profiles: Mapping[str, tuple] | None) -> dict[str, str]:
+    """``trt_profile_{min,opt,max}_shapes`` as ``"frames:1x3x224x224,joints:..."``."""
+    if not profiles:
+        return {}
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {key: ",".join(f"{name}:{'x'.join(str(int(d)) for d in shapes[k])}"
+                          for name, shapes in profiles.items())
+            for k, key in enumerate(keys)}
+
+
+def batch_profiles(stage_manifest: Mapping[str, Any], max_batch: int = 8,
+                   opt_batch: int = 1) -> dict[str, tuple] | None:
+    """(min, opt, max) shapes per input of a manifest stage whose only dynamic axis is
+    ``batch``; None when another axis is dynamic (ONNX Runtime then profiles by itself)."""
+    profiles = {}
+    for name, spec in stage_manifest.get("inputs", {}).items():
+        shape = list(spec["shape"])
+        if any(isinstance(d, str) and d != "batch" for d in shape):
+            return None
+        profiles[name] = tuple(tuple(b if d == "batch" else d for d in shape)
+                               for b in (1, opt_batch, max_batch))
+    return profiles or None
+
+
+class OrtBackend(_BackendBase):
+    """An ONNX Runtime session over one ONNX file.
+
+    ``threads`` is the session's intra-op thread count (0: ONNX Runtime's
+    default, all cores); ``spinning`` lets idle intra-op threads busy-wait (off
+    by default: one thread per session with stages pipelined, and no spinning
+    when the machine is shared, see DESIGN.md). ``optimization``: ONNX Runtime's
+    graph optimisation level, ``all`` (default), ``extended``, ``basic`` or
+    ``disabled``; ``disabled_optimizers`` names single ONNX Runtime optimisers to
+    skip (see :data:`FP16_DISABLED_OPTIMIZERS`: onnxruntime 1.31 can crash on FP16
+    graphs at level ``all``; :func:`open_stage` skips them for ``fp16``).
+
+    ``device`` is ``cpu``, ``cuda`` or ``tensorrt``. When the provider asked for
+    is not the one that runs the session (not installed, or its libraries
+    missing), this raises :class:`MicrogestureError`; with ``allow_fallback=True``
+    it warns and runs on what it got (see :attr:`providers`).
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1,
+                 spinning: bool = False, *, allow_fallback: bool = False, cast: bool = False,
+                 device_id: int = 0, fp16: bool = False, cache_dir: str | Path | None = None,
+                 workspace_gb: float = 4.0, trt_profiles: Mapping[str, tuple] | None = None,
+                 provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 optimization: str = "all", disabled_optimizers: tuple[str, ...] = (),
+                 name: str | None = None):
+        ort = _ort()
+        path = Path(path)
+        self.path, self.device, self.cast = path, device, cast
+        self.name = name or path.stem
+        self._session = None
+        if not path.is_file():
+            raise MicrogestureError(f"ONNX model {path} does not exist")
+        if not isinstance(threads, int) or threads < 0:
+            raise MicrogestureError(f"threads must be a whole number >= 0 (0: all cores), "
+                                    f"got {threads!r}")
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if optimization not in levels:
+            from microgesture.core.errors import UnknownNameError
+            raise UnknownNameError("optimization level", optimization, levels)
+        providers = provider_list(device, device_id=device_id, fp16=fp16, cache_dir=cache_dir,
+                                  workspace_gb=workspace_gb, trt_profiles=trt_profiles,
+                                  provider_options=provider_options)
+        wanted = PROVIDERS[device]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            self._missing_provider(ort, wanted, available, allow_fallback)
+            providers = ["CPUExecutionProvider"]
+        else:
+            # keep only what this onnxruntime knows, so it does not warn about the rest
+            providers = [p for p in providers
+                         if (p[0] if isinstance(p, tuple) else p) in available]
+            if device == "tensorrt":
+                Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = levels[optimization]
+        spin = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers,
+                                                 disabled_optimizers=list(disabled_optimizers))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise MicrogestureError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        got = tuple(self._session.get_providers())
+        if got[0] != wanted and wanted in available:
+            msg = (f"{path.name}: asked for {wanted} but ONNX Runtime runs {got[0]} (its "
+                   f"libraries are missing or failed to load: check CUDA 12, cuDNN 9"
+                   + (" and TensorRT" if device == "tensorrt" else "")
+                   + " are installed and on the library path, and ONNX Runtime's log above)")
+            if not allow_fallback:
+                self.close()
+                raise MicrogestureError(msg + "; pass allow_fallback=True to run on the CPU anyway")
+            warnings.warn(msg + "; running on the CPU", RuntimeWarning, stacklevel=2)
+        self._providers = got
+        self._inputs = tuple(tensor_spec(i.name, i.shape, _ORT_DTYPES.get(i.type, i.type))
+                             for i in self._session.get_inputs())
+        self._outputs = tuple(tensor_spec(o.name, o.shape, _ORT_DTYPES.get(o.type, o.type))
+                              for o in self._session.get_outputs())
+        self._output_names = [o.name for o in self._outputs]
+
+    @staticmethod
+    def _missing_provider(ort, wanted: str, available: list[str], allow_fallback: bool) -> None:
+        msg = (f"this onnxruntime ({ort.__version__}) has no {wanted} (it has "
+               f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime "
+               "(pip uninstall onnxruntime && pip install onnxruntime-gpu) on a machine with an "
+               "NVIDIA GPU, CUDA 12 and cuDNN 9")
+        if not allow_fallback:
+            raise MicrogestureError(msg + ", or use device='cpu'")
+        warnings.warn(msg + "; running on the CPU", RuntimeWarning, stacklevel=3)
+
+    @property
+    def session(self):
+        """The ONNX Runtime ``InferenceSession`` (for options and profiling)."""
+        if self._session is None:
+            raise MicrogestureError(f"backend {self.name!r} is closed")
+        return self._session
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self._providers
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.session
+        feeds = validate_feeds(self._inputs, feeds, cast=self.cast, where=self.name)
+        try:
+            outputs = session.run(self._output_names, feeds)
+        except Exception as exc:
+            raise MicrogestureError(f"{self.name}: ONNX Runtime failed on inputs "
+                                    f"{ {k: v.shape for k, v in feeds.items()} }: {exc}") from exc
+        return dict(zip(self._output_names, outputs))
+
+    def close(self) -> None:
+        self._session = None
+
+
+# --------------------------------------------------------------------------- engine files
+def write_engine_file(path: str | Path, metadata: Mapping[str, Any], engine_bytes: bytes) -> Path:
+    """Write ``metadata`` as a length-prefixed JSON header, then ``engine_bytes``.
+
+    Adds ``format``, ``header_version`` and the engine's size and sha256, so a
+    truncated or damaged engine is refused on reading. Written atomically.
+    """
+    path = Path(path)
+    engine_bytes = bytes(engine_bytes)
+    if not engine_bytes:
+        raise MicrogestureError(f"refusing to write {path}: the engine is empty (the TensorRT "
+                                "build failed)")
+    header = {"format": ENGINE_FORMAT, "header_version": ENGINE_HEADER_VERSION, **metadata,
+              "engine_bytes": len(engine_bytes),
+              "engine_sha256": hashlib.sha256(engine_bytes).hexdigest()}
+    try:
+        blob = json.dumps(header, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise MicrogestureError(f"engine metadata for {path} is not JSON-serialisable: {exc}") \
+            from exc
+    if len(blob) > _MAX_HEADER:
+        raise MicrogestureError(f"engine metadata for {path} is {len(blob)} bytes; the limit is "
+                                f"{_MAX_HEADER}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<I", len(blob)))
+        f.write(blob)
+        f.write(engine_bytes)
+    os.replace(tmp, path)
+    return path
+
+
+def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """``(metadata, engine_bytes)`` of an engine file written by :func:`write_engine_file`;
+    refuses a file without our header, a damaged header and a damaged engine."""
+    path = Path(path)
+    if not path.is_file():
+        raise MicrogestureError(f"TensorRT engine file {path} does not exist")
+    data = path.read_bytes()
+    rebuild = "rebuild it with microgesture export --tensorrt on the GPU machine"
+    if len(data) < 4:
+        raise MicrogestureError(f"{path} is too short ({len(data)} bytes) to be a microgesture "
+                                f"engine file; {rebuild}")
+    (length,) = struct.unpack("<I", data[:4])
+    if length == 0 or length > min(_MAX_HEADER, len(data) - 4):
+        raise MicrogestureError(
+            f"{path} has no valid microgesture engine header (its length field says {length} "
+            f"bytes in a {len(data)}-byte file): it is damaged, or a bare TensorRT plan (from "
+            f"trtexec) rather than one written by microgesture; {rebuild}")
+    try:
+        metadata = json.loads(data[4:4 + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MicrogestureError(f"{path}: the engine header is not valid JSON ({exc}); the file "
+                                f"is damaged or not a microgesture engine; {rebuild}") from exc
+    if not isinstance(metadata, dict) or metadata.get("format") != ENGINE_FORMAT:
+        raise MicrogestureError(f"{path}: the header is not a microgesture engine header (format "
+                                f"is not {ENGINE_FORMAT!r}); {rebuild}")
+    version = metadata.get("header_version")
+    if version != ENGINE_HEADER_VERSION:
+        raise MicrogestureError(f"{path} has engine header version {version!r}; this "
+                                f"microgesture reads version {ENGINE_HEADER_VERSION}; {rebuild}")
+    engine = data[4 + length:]
+    if len(engine) != metadata.get("engine_bytes") or \
+            hashlib.sha256(engine).hexdigest() != metadata.get("engine_sha256"):
+        raise MicrogestureError(f"{path}: the engine after the header does not match the size "
+                                f"and checksum the header records (truncated or damaged); "
+                                f"{rebuild}")
+    return metadata, engine
+
+
+# --------------------------------------------------------------------------- TensorRT
+def _tensorrt():
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise MicrogestureError(
+            "TensorRT is not installed: pip install tensorrt (from NVIDIA's index) on a machine "
+            "with an NVIDIA GPU, or run the bundle's ONNX graphs instead (precision fp32/int8/"
+            "fp16)") from exc
+    return tensorrt
+
+
+class _CudaPythonMemory:
+    """Device buffers and a stream through cuda-python (``cuda.bindings.runtime``)."""
+
+    kind = "cuda-python"
+
+    def __init__(self, device_id: int):
+        from cuda.bindings import runtime as cudart
+        self.cudart = cudart
+        self._check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+        self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._buffers: list[int] = []
+
+    def _check(self, result, what: str):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if err != self.cudart.cudaError_t.cudaSuccess:
+            _, text = self.cudart.cudaGetErrorString(err)
+            raise MicrogestureError(f"CUDA {what} failed: {text.decode() if text else err}")
+        return rest[0] if len(rest) == 1 else rest
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream)
+
+    def alloc(self, nbytes: int) -> int:
+        ptr = int(self._check(self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+        self._buffers.append(ptr)
+        return ptr
+
+    def h2d(self, ptr: int, array: np.ndarray) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._check(self.cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, kind,
+                                                self.stream), "cudaMemcpyAsync")
+
+    def d2h(self, array: np.ndarray, ptr: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(self.cudart.cudaMemcpyAsync(array.ctypes.data, ptr, array.nbytes, kind,
+                                                self.stream), "cudaMemcpyAsync")
+
+    def sync(self) -> None:
+        self._check(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        for ptr in self._buffers:
+            self.cudart.cudaFree(ptr)
+        self._buffers = []
+        if self.stream is not None:
+            self.cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+class _TorchMemory:
+    """The same through torch CUDA tensors, for machines with torch but not cuda-python."""
+
+    kind = "torch"
+
+    def __init__(self, device_id: int):
+        import torch
+        if not torch.cuda.is_available():
+            raise MicrogestureError("torch sees no CUDA device; TensorRT engines need an "
+                                    "NVIDIA GPU")
+        self.torch = torch
+        self.device = torch.device("cuda", device_id)
+        self.stream = torch.cuda.Stream(device=self.device)
+        self._buffers: dict[int, Any] = {}
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream.cuda_stream)
+
+    def alloc(self, nbytes: int) -> int:
+        tensor = self.torch.empty(max(nbytes, 1), dtype=self.torch.uint8, device=self.device)
+        self._buffers[tensor.data_ptr()] = tensor
+        return tensor.data_ptr()
+
+    def h2d(self, ptr: int, array: np.ndarray) -> None:
+        src = self.torch.from_numpy(array.reshape(-1).view(np.uint8))
+        with self.torch.cuda.stream(self.stream):
+            self._buffers[ptr][:array.nbytes].copy_(src)
+
+    def d2h(self, array: np.ndarray, ptr: int) -> None:
+        dst = self.torch.from_numpy(array.reshape(-1).view(np.uint8))
+        with self.torch.cuda.stream(self.stream):
+            dst.copy_(self._buffers[ptr][:array.nbytes])
+
+    def sync(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        self._buffers = {}
+
+
+def _device_memory(device_id: int, allocator: str):
+    """cuda-python if importable (``pip install cuda-python``), else torch CUDA tensors."""
+    if allocator not in ("auto", "cuda-python", "torch"):
+        raise MicrogestureError(f"allocator must be 'auto', 'cuda-python' or 'torch', got "
+                                f"{allocator!r}")
+    if allocator in ("auto", "cuda-python"):
+        try:
+            return _CudaPythonMemory(device_id)
+        except ImportError:
+            if allocator == "cuda-python":
+                raise MicrogestureError("cuda-python is not installed: pip install cuda-python")
+    try:
+        return _TorchMemory(device_id)
+    except ImportError as exc:
+        raise MicrogestureError("TensorRT engines need device memory from cuda-python or torch: "
+                                "pip install cuda-python") from exc
+
+
+def gpu_name(device_id: int = 0) -> str:
+    """The CUDA device's name through cuda-python or torch, or ``"unknown"``."""
+    try:
+        from cuda.bindings import runtime as cudart
+        err, props = cudart.cudaGetDeviceProperties(device_id)
+        if err == cudart.cudaError_t.cudaSuccess:
+            name = props.name
+            return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
+    except ImportError:
+        pass
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(device_id)
+    except ImportError:
+        pass
+    return "unknown"
+
+
+class TensorRTBackend(_BackendBase):
+    """A TensorRT engine file with our header (see :func:`read_engine_file`).
+
+    Deserialises with ``tensorrt.Runtime``; allocates one device buffer per input
+    and output, sized for the engine profile's largest shapes, with cuda-python's
+    ``cuda.bindings.runtime`` (or, when it is missing, torch CUDA tensors:
+    ``allocator="torch"``); per call sets every input's shape (dynamic batch),
+    copies in, runs ``execute_async_v3`` on its own stream and copies out. Calls
+    from several threads take turns (one execution context, one set of buffers).
+    """
+
+    def __init__(self, engine_path: str | Path, *, device_id: int = 0, cast: bool = False,
+                 allocator: str = "auto", name: str | None = None):
+        self.path = Path(engine_path)
+        self.metadata, engine_bytes = read_engine_file(self.path)
+        self.name = name or self.metadata.get("stage") or self.path.stem
+        self.cast = cast
+        self._memory = None
+        self._context = None
+        self._lock = threading.Lock()
+        trt = _tensorrt()
+        self.trt = trt
+        built = self.metadata.get("tensorrt")
+        if built and built != trt.__version__:
+            raise MicrogestureError(
+                f"{self.path} was built with TensorRT {built}; this machine has {trt.__version__} "
+                "and TensorRT engines only load in the version that built them: rebuild it here "
+                "with microgesture export --tensorrt")
+        self._memory = _device_memory(device_id, allocator)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            self.close()
+            raise MicrogestureError(
+                f"TensorRT could not deserialise {self.path} (built on {self.metadata.get('gpu')} "
+                f"with TensorRT {built}); engines are specific to a GPU model and TensorRT "
+                "version: rebuild it on this machine with microgesture export --tensorrt")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        declared = {t["name"]: t for t in self.metadata.get("inputs", []) +
+                    self.metadata.get("outputs", []) if isinstance(t, dict) and "name" in t}
+
+        def spec(n):
+            shape = list(self._engine.get_tensor_shape(n))
+            labels = declared.get(n, {}).get("shape", shape)
+            return tensor_spec(n, [labels[i] if d < 0 and i < len(labels) else d
+                                   for i, d in enumerate(shape)], dtypes[n].name)
+
+        self._inputs = tuple(spec(n) for n in names if is_input[n])
+        self._outputs = tuple(spec(n) for n in names if not is_input[n])
+        # profile 0's largest shapes size the buffers
+        self._max_shapes = {s.name: tuple(self._engine.get_tensor_profile_shape(s.name, 0)[2])
+                            for s in self._inputs}
+        for n, shape in self._max_shapes.items():
+            self._context.set_input_shape(n, shape)
+        self._host_dtypes = dtypes
+        self._buffers = {}
+        for s in self._inputs + self._outputs:
+            shape = self._max_shapes.get(s.name) or tuple(self._context.get_tensor_shape(s.name))
+            nbytes = int(np.prod(shape)) * dtypes[s.name].itemsize
+            self._buffers[s.name] = self._memory.alloc(nbytes)
+            self._context.set_tensor_address(s.name, self._buffers[s.name])
+        self._providers = (f"TensorRT {trt.__version__} on {gpu_name(device_id)} "
+                           f"({self._memory.kind} buffers)",)
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self._providers
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = validate_feeds(self._inputs, feeds, cast=self.cast, where=self.name)
+        with self._lock:
+            if self._context is None:
+                raise MicrogestureError(f"backend {self.name!r} is closed")
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, array in feeds.items():
+            top = self._max_shapes[name]
+            if any(a > b for a, b in zip(array.shape, top)):
+                raise MicrogestureError(
+                    f"{self.name}: input {name!r} has shape {array.shape}, beyond the engine's "
+                    f"largest profile shape {top}: run smaller batches or rebuild the engine "
+                    "with a larger --max-batch")
+            if not self._context.set_input_shape(name, array.shape):
+                raise MicrogestureError(f"{self.name}: TensorRT refused shape {array.shape} for "
+                                        f"input {name!r} (profile max {top})")
+            self._memory.h2d(self._buffers[name], array)
+        if not self._context.execute_async_v3(self._memory.stream_handle):
+            raise MicrogestureError(f"{self.name}: TensorRT execute_async_v3 failed (see the "
+                                    "TensorRT log above)")
+        outputs = {}
+        for spec in self._outputs:
+            out = np.empty(tuple(self._context.get_tensor_shape(spec.name)),
+                           self._host_dtypes[spec.name])
+            self._memory.d2h(out, self._buffers[spec.name])
+            outputs[spec.name] = out
+        self._memory.sync()
+        return outputs
+
+    def close(self) -> None:
+        with self._lock:
+            self._context = None
+            self._engine = None
+            if self._memory is not None:
+                self._memory.close()
+                self._memory = None
+
+
+# --------------------------------------------------------------------------- bundles
+def open_stage(bundle_manifest: Mapping[str, Any] | str | Path, stage: str,
+               precision: str = "fp32", device: str | None = None, threads: int = 1,
+               **options) -> Backend:
+    """A backend for ``stage`` of a bundle at ``precision`` on ``device``.
+
+    ``bundle_manifest`` is :func:`core.bundle.read_manifest`'s result (or a bundle
+    directory, read and checked here). ``precision`` picks the stage's file:
+    ``fp32``/``int8``/``fp16`` ONNX graphs run with ONNX Runtime on ``device``
+    (default ``cpu``); ``engine`` runs the TensorRT engine (on the GPU). On
+    ``device="tensorrt"`` the stage's batch axis gets an explicit profile up to
+    ``max_batch`` (default 8). Other keyword options go to :class:`OrtBackend` or
+    :class:`TensorRTBackend`.
+    """
+    from microgesture.core.bundle import read_manifest, stage_file
+    manifest = bundle_manifest if isinstance(bundle_manifest, Mapping) \
+        else read_manifest(bundle_manifest)
+    path = stage_file(manifest, stage, precision)
+    declared = manifest["stages"][stage]
+    if precision == "engine":
+        if device not in (None, "cuda", "tensorrt"):
+            raise MicrogestureError(f"a TensorRT engine runs on an NVIDIA GPU, not on {device!r}: "
+                                    "use precision fp32, int8 or fp16 for the CPU")
+        backend: Backend = TensorRTBackend(path, name=stage, **options)
+        built_for = backend.metadata.get("stage")
+        if built_for not in (None, stage):
+            backend.close()
+            raise MicrogestureError(f"{path} holds stage {built_for!r}, not {stage!r}; "
+                                    "re-export the bundle")
+    else:
+        max_batch = options.pop("max_batch", 8)
+        if precision == "fp16":
+            options.setdefault("disabled_optimizers", FP16_DISABLED_OPTIMIZERS)
+        if device == "tensorrt" and "trt_profiles" not in options:
+            options["trt_profiles"] = batch_profiles(declared, max_batch)
+        backend = OrtBackend(path, device=device or "cpu", threads=threads, name=stage, **options)
+    want = set(declared.get("inputs", {}))
+    have = {s.name for s in backend.inputs}
+    if want and want != have:
+        backend.close()
+        raise MicrogestureError(f"{path} takes inputs {sorted(have)} but the manifest declares "
+                                f"{sorted(want)} for stage {stage!r}; re-export the bundle")
+    return backend
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_devices() -> tuple[str, ...]:
+    ort = _ort()
+    devices = ["cpu"]
+    available = ort.get_available_providers()
+    for device in ("cuda", "tensorrt"):
+        if PROVIDERS[device] not in available:
+            continue
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                no_cache = {"TensorrtExecutionProvider": {"trt_engine_cache_enable": "False",
+                                                          "trt_timing_cache_enable": "False"}}
+                session = ort.InferenceSession(_PROBE_MODEL, options, providers=provider_list(
+                    device, provider_options=no_cache))
+                session.run(None, {"x": np.ones(1, np.float32)})
+        except Exception:
+            continue
+        if session.get_providers()[0] == PROVIDERS[device]:
+            devices.append(device)
+    return tuple(devices)
+
+
+def available_devices(refresh: bool = False) -> list[str]:
+    """The ``device`` values this machine can really run: ``cpu`` always; ``cuda`` and
+    ``tensorrt`` only when their ONNX Runtime provider constructs a session that
+    really uses it. Probed once per process (``refresh=True`` probes again)."""
+    if refresh:
+        _probe_devices.cache_clear()
+    return list(_probe_devices())

