@@ -466,6 +466,40 @@ def _demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def run_bench_command(args: argparse.Namespace) -> int:
+    from microgesture.stream.bench import format_report, run_bench
+
+    precisions = [p for p in (args.precisions or "").split(",") if p] or None
+    report = run_bench(bundle=args.bundle, source=args.source, precisions=precisions, pose=args.pose,
+                       duration_s=args.duration, size=args.size, fps=args.fps, hop=args.hop,
+                       threads=args.threads, out=args.out, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        slim = {**report, "results": [{k: v for k, v in r.items()
+                                       if k not in ("samples", "window_latencies_ms")}
+                                      for r in report["results"]]}
+        print(json.dumps(slim, default=str))
+    return 0
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", help="exported bundle (default: the shipped demo model)")
+    p.add_argument("--source", required=True,
+                   help="video file (rendered to --size/--fps/--duration and paced like a camera), "
+                        "camera index or rtsp:// URL")
+    p.add_argument("--precisions", help="comma-separated, run one after the other "
+                                        "(default: fp32,int8, the baseline first)")
+    p.add_argument("--pose", default="mediapipe", help="as for stream")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per configuration")
+    p.add_argument("--size", help="render a file source to WIDTHxHEIGHT (e.g. 640x480)")
+    p.add_argument("--fps", type=float, help="render a file source at this frame rate")
+    p.add_argument("--hop", type=int, help="frames between windows (default: the stream's)")
+    p.add_argument("--threads", type=int, default=1, help="threads per inference session")
+    p.add_argument("--out", default="bench-results", help="folder for bench.json and bench.png")
+    p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    p.add_argument("--quiet", action="store_true")
+
+
 # name -> (help, options builder, runner); the order is the order in --help.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
@@ -488,4 +522,6 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "listen": ("Print the events a stream publishes.", _listen_options, run_listen),
     "demo": ("The whole product on a synthetic video: stream, subscribe, and score it.",
              _demo_options, run_demo_command),
+    "bench": ("Latency, throughput and memory of streaming, precisions side by side (JSON, PNG).",
+              _bench_options, run_bench_command),
 }

@@ -118,7 +118,15 @@ class _Estimator:
     """The pose estimator of one stream; recorded skeletons are looked up by frame id."""
 
     def __init__(self, spec: str, layout: str):
+        from microgesture.core.layouts import missing_joints
+
         self.layout = layout
+        fingers = any(f in c for c in get_layout(layout).canonical
+                      for f in ("thumb", "index", "middle", "ring", "pinky"))
+        if spec == "mediapipe" and not fingers and not missing_joints("mediapipe33", layout):
+            # the model's layout has no finger joints: Pose alone, about half Holistic's cost
+            spec = "mediapipe-pose"
+        self.spec = spec
         self.estimator = create_estimator(spec)
         self.by_frame = isinstance(self.estimator, RecordedPose)
 
@@ -323,6 +331,11 @@ class StreamWorker:
             log.error("stream %s: %s", self.stream_id, exc)
             self.counts["fatal"] += 1
             self.fatal = str(exc)
+        except Exception as exc:  # a bug: logged with its traceback, and the run fails
+            log.exception("stream %s stopped on an internal error", self.stream_id)
+            self.counts["fatal"] += 1
+            self.fatal = (f"internal error {type(exc).__name__}: {exc} (please report it with the "
+                          "log above)")
         finally:
             self.source.stop()
             self.rec.jobs.put(("flush", self))

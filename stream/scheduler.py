@@ -313,7 +313,7 @@ class WindowScheduler:
         (``span_ns / dt``, e.g. 32) would otherwise amplify."""
         if not self._intervals:
             return 1e9 / self.fps if self.fps else None
-        median = statistics.median(self._intervals)
+        median = statistics.median_low(self._intervals)  # an interval itself: never none usable
         if median <= 0:
             return 1e9 / self.fps if self.fps else None
         usable = [x for x in self._intervals if 0.5 * median <= x <= 1.5 * median]

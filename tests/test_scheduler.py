@@ -92,6 +92,18 @@ def test_span_is_robust_to_timestamp_jitter():
     assert {w.num_frames for w in windows} == {32}
 
 
+def test_bursty_timestamps_do_not_break_the_frame_rate_estimate():
+    # frames decoded in bursts (a short and a long interval in turn, as a paced file
+    # behind a busy pose model gives): the median of an even count falls between the
+    # two and once left no interval "usable" (ZeroDivisionError)
+    times = [0, round(0.2 * DT)]
+    for k in range(2, 200):
+        times.append(times[-1] + round((0.2 if k % 2 else 1.8) * DT))
+    s = WindowScheduler(round(32 * DT), 8, 32, 4)
+    windows, _ = run(s, range(200), times)
+    assert windows and s.expected_frames is not None
+
+
 def test_rgb_frames_are_reused_across_windows():
     """At hop 4 with 8 of 32, about 1 frame in 4 is ever encoded, each once."""
     n = 4000
