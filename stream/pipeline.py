@@ -34,6 +34,7 @@ import re
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,20 @@ class _WindowJob:
     feeds: dict[str, np.ndarray]
     queued_ns: int
     latency: dict[str, float]
+    tokens: list | None = None  # per RGB frame: tokens, or a Future of (tokens, encode ms)
+
+    def resolve_tokens(self) -> None:
+        """Wait for the frames still being encoded and stack the window's tokens."""
+        if self.tokens is None:
+            return
+        values, last_ms = [], 0.0
+        for item in self.tokens:
+            if isinstance(item, Future):
+                item, last_ms = item.result()
+            values.append(item)
+        self.feeds["tokens"] = np.stack(values)[None]
+        self.latency["tokens"] = self.latency.get("tokens", 0.0) + last_ms
+        self.tokens = None
 
 
 class Recognizer:
@@ -194,6 +209,10 @@ class Recognizer:
         self.jobs: queue.Queue[_WindowJob | tuple[str, StreamWorker] | None] = queue.Queue(maxsize=64)
         self.windows_run = 0
         self.batches = 0
+        # frames are encoded on their own thread: the frame thread goes on with pose
+        # estimation meanwhile, so the per-frame stages use both cores of a 2-core CPU
+        self._encoder = (ThreadPoolExecutor(1, thread_name_prefix="encode")
+                         if "visual" in self.sessions else None)
         self._thread = threading.Thread(target=self._loop, name="windows", daemon=True)
         self._thread.start()
 
@@ -202,6 +221,13 @@ class Recognizer:
         """RGB crops (N, S, S, 3) uint8 -> tokens (N, 1 + patches, D)."""
         frames = normalize_frames(crops, self.mean, self.std)
         return self.sessions["visual"].run({"frames": frames})["tokens"]
+
+    def encode_later(self, crop: np.ndarray) -> Future:
+        """Encode one crop (S, S, 3) on the encoder thread: a Future of (tokens, ms)."""
+        def work():
+            t = time.perf_counter()
+            return self.encode(crop[None])[0], (time.perf_counter() - t) * 1e3
+        return self._encoder.submit(work)
 
     # ------------------------------------------------------------ window thread
     def submit(self, job: _WindowJob, wait: bool) -> bool:
@@ -215,16 +241,18 @@ class Recognizer:
     def _loop(self) -> None:
         while True:
             batch = [self.jobs.get()]
-            while batch[-1] is not None and len(batch) < self.max_batch:
+            while batch[-1] is not None:  # everything queued now
                 try:
                     batch.append(self.jobs.get_nowait())
                 except queue.Empty:
                     break
+            batch = self._newest_only(batch)
             jobs: list[_WindowJob] = []
             for item in batch + [None]:  # in order: a flush comes after its stream's windows
                 if isinstance(item, _WindowJob):
                     jobs.append(item)
-                    continue
+                    if len(jobs) < self.max_batch:
+                        continue
                 if jobs:
                     self._run_safely(jobs)
                     jobs = []
@@ -232,6 +260,22 @@ class Recognizer:
                     item[1].flush_events()
             if batch[-1] is None:
                 return
+
+    @staticmethod
+    def _newest_only(batch: list) -> list:
+        """Inference fell behind: of a live stream's queued windows run only the newest
+        (the stream counts the others as skipped); files lose no window."""
+        keep, newest = [], {}
+        for item in reversed(batch):
+            if isinstance(item, _WindowJob) and item.stream.live:
+                if newest.get(id(item.stream)):
+                    item.stream.superseded += 1
+                    continue
+                newest[id(item.stream)] = True
+            elif isinstance(item, tuple):  # windows before a flush belong to its segment
+                newest.pop(id(item[1]), None)
+            keep.append(item)
+        return keep[::-1]
 
     def _run_safely(self, jobs: list[_WindowJob]) -> None:
         try:
@@ -242,6 +286,8 @@ class Recognizer:
                 job.stream.errors += 1
 
     def _run(self, jobs: list[_WindowJob]) -> None:
+        for job in jobs:
+            job.resolve_tokens()
         t0 = time.perf_counter()
         feeds = {k: np.concatenate([j.feeds[k] for j in jobs]) for k in jobs[0].feeds}
         head_feeds = {k: feeds[k] for k in ("tokens", "joints") if k in self.head_inputs}
@@ -264,6 +310,8 @@ class Recognizer:
     def close(self) -> None:
         self.jobs.put(None)
         self._thread.join(timeout=30)
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True)
         for s in self.sessions.values():
             s.close()
 
@@ -303,6 +351,7 @@ class StreamWorker:
         self.events: list[dict] = []
         self.counts = collections.Counter()
         self.errors = 0
+        self.superseded = 0  # queued windows replaced by a newer one (window thread)
         self.last_scores: tuple[np.ndarray, WindowInfo] | None = None
         self.active: dict | None = None
         self._stop = threading.Event()
@@ -372,10 +421,8 @@ class StreamWorker:
                                      crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
         if predicted and crop is not None:
-            t3 = time.perf_counter()
-            self.tokens.append(frame.capture_ns, frame.frame_id, rec.encode(crop[None])[0])
+            self.tokens.append(frame.capture_ns, frame.frame_id, rec.encode_later(crop))
             self.counts["encoded"] += 1
-            self.last_encode_ms = (time.perf_counter() - t3) * 1e3
         if self.frame_sink is not None:
             self.frame_sink(self, frame, kp, sc)
         if self.scheduler.due():
@@ -409,15 +456,14 @@ class StreamWorker:
                     self.tokens.insert(entries[i].capture_ns, i, value)
                     self.counts["encoded_on_demand"] += 1
                 else:
-                    value = cached.value
+                    value = cached.value  # tokens, or a Future while the encoder works
                 tokens.append(value)
-            feeds["tokens"] = np.stack(tokens)[None]
         last = entries[window.last_frame_id]
-        latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms,
-                   "tokens": getattr(self, "last_encode_ms", 0.0) + encode_ms,
+        latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms, "tokens": encode_ms,
                    "assemble": (time.perf_counter() - t0) * 1e3}
         info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id)
-        job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency)
+        job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency,
+                         tokens if "visual" in rec.sessions else None)
         if rec.submit(job, wait=not self.live):
             self.counts["windows"] += 1
         else:
@@ -452,7 +498,8 @@ class StreamWorker:
                 "frames_processed": self.counts["frames"], "frames_dropped": src.dropped_total,
                 "dropped": src.dropped, "reconnects": src.reconnects,
                 "windows_run": self.counts["windows"],
-                "windows_skipped": self.counts["windows_skipped"] + self.counts["windows_dropped"],
+                "windows_skipped": (self.counts["windows_skipped"] + self.counts["windows_dropped"]
+                                    + self.superseded),
                 "frames_encoded": self.counts["encoded"] + self.counts["encoded_on_demand"],
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,

@@ -218,3 +218,23 @@ def test_recognizer_refuses_unknown_precision(bundle):
     with EventPublisher("tcp://127.0.0.1:*") as pub:
         with pytest.raises(MicrogestureError, match="precision|fp32|int8"):
             Recognizer(str(bundle[0]), pub, precision="fp8")
+
+
+def test_behind_a_live_stream_runs_only_its_newest_window():
+    from types import SimpleNamespace
+
+    from microgesture.stream.pipeline import Recognizer, _WindowJob
+
+    live, file = SimpleNamespace(live=True, superseded=0), SimpleNamespace(live=False, superseded=0)
+
+    def job(stream, k):
+        return _WindowJob(stream, SimpleNamespace(k=k), {}, 0, {})
+
+    batch = [job(live, 1), job(file, 1), job(live, 2), job(file, 2), job(live, 3),
+             ("flush", live), job(live, 4), job(live, 5), None]
+    kept = Recognizer._newest_only(batch)
+    names = [("live" if x.stream is live else "file", x.info.k) if isinstance(x, _WindowJob) else x
+             for x in kept]
+    # the file keeps every window; the live stream its newest before the flush and after it
+    assert names == [("file", 1), ("file", 2), ("live", 3), ("flush", live), ("live", 5), None]
+    assert live.superseded == 3 and file.superseded == 0
