@@ -337,6 +337,9 @@ class StreamWorker:
             hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
         self.estimator = _Estimator(pose, recognizer.layout)
         self.boxes = BoxTracker(span_ns)
+        # a live stream that dropped a frame a window samples as RGB takes the encoded
+        # frame nearest in time within half an RGB interval instead of encoding anew
+        self.substitute_ns = span_ns // (2 * win["rgb_frames"]) if self.live else 0
         capacity = span_frames * 2 + 16
         self.frames = Ring(capacity)
         self.tokens = Ring(capacity)
@@ -446,9 +449,11 @@ class StreamWorker:
             feeds["joints"] = np.stack([entries[i].joints for i in window.rgb_ids])[None]
         encode_ms = 0.0
         if "visual" in rec.sessions:
-            tokens = []
+            tokens, taken = [], set(window.rgb_ids)
             for i in window.rgb_ids:
                 cached = self.tokens.get(i)
+                if cached is None and self.substitute_ns:
+                    cached = self._nearest_encoded(entries[i].capture_ns, taken)
                 if cached is None:  # not predicted: encode on demand, once
                     t = time.perf_counter()
                     value = rec.encode(entries[i].crop[None])[0]
@@ -468,6 +473,19 @@ class StreamWorker:
             self.counts["windows"] += 1
         else:
             self.counts["windows_dropped"] += 1
+
+    def _nearest_encoded(self, capture_ns: int, taken: set[int]) -> Any:
+        """The token entry nearest ``capture_ns`` within ``substitute_ns`` that the
+        window does not use yet (None if there is none); it joins ``taken``."""
+        best = None
+        for e in self.tokens.window(capture_ns - self.substitute_ns, capture_ns + self.substitute_ns):
+            if e.frame_id not in taken and (
+                    best is None or abs(e.capture_ns - capture_ns) < abs(best.capture_ns - capture_ns)):
+                best = e
+        if best is not None:
+            taken.add(best.frame_id)
+            self.counts["rgb_substituted"] += 1
+        return best
 
     # ------------------------------------------------------------ window thread side
     def on_scores(self, scores: np.ndarray, info: WindowInfo) -> None:
@@ -502,6 +520,7 @@ class StreamWorker:
                                     + self.superseded),
                 "frames_encoded": self.counts["encoded"] + self.counts["encoded_on_demand"],
                 "encoded_on_demand": self.counts["encoded_on_demand"],
+                "rgb_substituted": self.counts["rgb_substituted"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 

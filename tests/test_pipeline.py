@@ -238,3 +238,24 @@ def test_behind_a_live_stream_runs_only_its_newest_window():
     # the file keeps every window; the live stream its newest before the flush and after it
     assert names == [("file", 1), ("file", 2), ("live", 3), ("flush", live), ("live", 5), None]
     assert live.superseded == 3 and file.superseded == 0
+
+
+def test_a_dropped_rgb_frame_takes_the_nearest_encoded_frame():
+    import collections
+    from types import SimpleNamespace
+
+    from microgesture.stream.pipeline import StreamWorker
+    from microgesture.stream.rings import Ring
+
+    ms = 1_000_000
+    tokens = Ring(16)
+    for fid in (0, 4, 8, 12):  # encoded frames, 33 ms apart per frame id
+        tokens.append(fid * 33 * ms, fid, f"tokens{fid}")
+    worker = SimpleNamespace(tokens=tokens, substitute_ns=66 * ms, counts=collections.Counter())
+    taken = {0, 5, 9}  # frames 5 and 9 were dropped before their encoding
+    got = StreamWorker._nearest_encoded(worker, 5 * 33 * ms, taken)
+    assert got.frame_id == 4 and 4 in taken  # the nearest (1 frame away) and not used twice
+    got = StreamWorker._nearest_encoded(worker, 9 * 33 * ms, taken)
+    assert got.frame_id == 8
+    assert StreamWorker._nearest_encoded(worker, 30 * 33 * ms, taken) is None  # too far: encode
+    assert worker.counts["rgb_substituted"] == 2
