@@ -103,3 +103,4 @@ def test_readme_test_command_is_what_ci_runs():
     commands = re.findall(r"```bash\n(python3 -m venv[^\n]*)\n```", readme)
     assert len(commands) == 2, "README must show the two set-up commands"
     assert commands[1] in ci.splitlines()
+    assert commands[0].endswith("microgesture demo"), "the main job is the built-in demo"
