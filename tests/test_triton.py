@@ -2,18 +2,18 @@
 the ensemble's steps name real models and tensors, and running the steps in order on
 the CPU gives what running the stages by hand gives."""
 
-import math
 import os
 import re
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from microgesture.core.backends import OrtBackend, write_engine_file
 from microgesture.core.bundle import read_manifest, write_manifest
 from microgesture.core.errors import MicrogestureError
+from onnx_graphs import stage_model
 from microgesture.export.triton import ensemble_steps, write_repository
 
 # The CLIP-MG stages at toy sizes: R=2 RGB frames, 5 tokens of width 4, V=2 joints,
@@ -28,36 +28,6 @@ LABELS = ["touch jaw", "fold arms", "press lips"]
 
 
 # --------------------------------------------------------------------------- tiny bundle
-def stage_model(path, inputs, outputs, seed=0, external=False):
-    """Inputs flattened, concatenated, one matrix product, split and reshaped."""
-    rng = np.random.default_rng(seed)
-    nodes = [helper.make_node("Flatten", [n], [f"{n}_flat"], axis=1) for n in inputs]
-    nodes.append(helper.make_node("Concat", [f"{n}_flat" for n in inputs], ["joined"], axis=1))
-    din = sum(math.prod(s) for s in inputs.values())
-    sizes = [math.prod(s) for s in outputs.values()]
-    inits = [numpy_helper.from_array(rng.standard_normal((din, sum(sizes))).astype(np.float32)
-                                     / math.sqrt(din), "W"),
-             numpy_helper.from_array(np.array(sizes, np.int64), "sizes")]
-    nodes += [helper.make_node("MatMul", ["joined", "W"], ["mixed"]),
-              helper.make_node("Split", ["mixed", "sizes"], [f"{n}_out" for n in outputs],
-                               axis=1)]
-    for name, shape in outputs.items():
-        inits.append(numpy_helper.from_array(np.array([-1, *shape], np.int64), f"{name}_shape"))
-        nodes.append(helper.make_node("Reshape", [f"{name}_out", f"{name}_shape"], [name]))
-    graph = helper.make_graph(
-        nodes, "stage",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *s])
-         for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *s])
-         for n, s in outputs.items()], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    if external:  # as torch's dynamo exporter writes them: weights in <graph>.data
-        onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data",
-                  size_threshold=64)  # small shape tensors stay inline
-    else:
-        onnx.save(model, str(path))
-
-
 def make_bundle(root, stages=STAGES, engines=False):
     root.mkdir(parents=True)
     table = {}
