@@ -158,6 +158,34 @@ def test_real_footage_with_mediapipe(bundle):
     assert summary["precision"] == "int8"
 
 
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+@pytest.mark.skipif(not os.path.exists(VTEST), reason="needs Debian's opencv-doc (vtest.avi); "
+                                                      ".ci/run installs it")
+def test_stream_command_on_opencv_vtest_with_mediapipe(bundle, tmp_path):
+    log, annotated = tmp_path / "events.jsonl", tmp_path / "annotated.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "microgesture", "stream", "--bundle", str(bundle[0]), "--source", VTEST,
+         "--publish", "tcp://127.0.0.1:*", "--events-log", str(log), "--publish-windows",
+         "--max-frames", "40", "--save-video", str(annotated), "--quiet"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    (stats,) = summary["streams"].values()
+    assert stats["frames_processed"] == 40 and stats["inference_errors"] == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == stats["windows_run"] > 0
+    assert all(abs(sum(w["scores"]) - 1) < 1e-3 for w in windows)
+    assert [e["status"] for e in events if e["type"] == "source"][-1] in ("stopped", "ended")
+    import cv2
+
+    cap = cv2.VideoCapture(str(annotated))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (768, 576)
+
+
 def test_two_streams_share_the_backends(bundle, long_video):
     video, skeleton = long_video
     options = StreamOptions(bundle=str(bundle[0]), sources=[str(video), str(video)],
