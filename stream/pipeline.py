@@ -362,23 +362,70 @@ class StreamWorker:
         self._last_status = ""
         self._thread = threading.Thread(target=self._loop, name=f"frames-{self.stream_id}",
                                         daemon=True)
+        # pose estimation runs a frame ahead on its own thread (MediaPipe releases the
+        # GIL), so it overlaps the frame thread's heatmaps, crop and window assembly
+        self._posed: queue.Queue = queue.Queue(maxsize=2)
+        self._pose_thread = threading.Thread(target=self._pose_loop, name=f"pose-{self.stream_id}",
+                                             daemon=True)
 
-    # ------------------------------------------------------------ frame thread
+    # ------------------------------------------------------------ pose thread
     def start(self) -> StreamWorker:
+        self._pose_thread.start()
         self._thread.start()
         return self
 
-    def _loop(self) -> None:
+    _END = object()
+
+    def _hand_over(self, item) -> bool:
+        """Queue ``item`` for the frame thread; False once the worker is stopping."""
+        while not self._stop.is_set():
+            try:
+                self._posed.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pose_loop(self) -> None:
+        frames = 0
         try:
             for item in self.source.items():
                 if self._stop.is_set():
                     break
                 if isinstance(item, SourceStatus):
+                    if not self._hand_over(item):
+                        break
+                    continue
+                t0 = time.perf_counter()
+                kp, sc = self.estimator(item)
+                if not self._hand_over((item, kp, sc, (time.perf_counter() - t0) * 1e3)):
+                    break
+                frames += 1
+                if self.max_frames and frames >= self.max_frames:
+                    break
+        except BaseException as exc:  # handed to the frame thread, which reports it
+            self._hand_over(exc)
+        finally:
+            self._hand_over(self._END)
+
+    # ------------------------------------------------------------ frame thread
+    def _loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._posed.get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set():  # stopped: the pose thread may not hand over _END
+                        break
+                    continue
+                if item is self._END or self._stop.is_set():
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, SourceStatus):
                     self._status(item)
                     continue
-                self._frame(item)
-                if self.max_frames and self.counts["frames"] >= self.max_frames:
-                    break
+                self._frame(*item)
         except MicrogestureError as exc:
             log.error("stream %s: %s", self.stream_id, exc)
             self.counts["fatal"] += 1
@@ -389,7 +436,9 @@ class StreamWorker:
             self.fatal = (f"internal error {type(exc).__name__}: {exc} (please report it with the "
                           "log above)")
         finally:
+            self._stop.set()
             self.source.stop()
+            self._pose_thread.join(10)
             self.rec.jobs.put(("flush", self))
             self.rec.publisher.stop_heartbeats(self.stream_id)
             if self._last_status not in ("ended", "stopped"):  # stopped by us: say so last
@@ -405,13 +454,11 @@ class StreamWorker:
             self.rec.jobs.put(("flush", self))
             self.scheduler.reset()
 
-    def _frame(self, frame: Frame) -> None:
+    def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
         self.counts["frames"] += 1
         image = frame.image
         size = (image.shape[1], image.shape[0])
-        t0 = time.perf_counter()
-        kp, sc = self.estimator(frame)
         t1 = time.perf_counter()
         box = self.boxes.update(frame.capture_ns, kp, sc, size)
         hm = rec.window["heatmap_size"]
@@ -421,7 +468,7 @@ class StreamWorker:
         t2 = time.perf_counter()
         self.frames.append(frame.capture_ns, frame.frame_id,
                            FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints,
-                                     crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+                                     crop, pose_ms, (t2 - t1) * 1e3))
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
         if predicted and crop is not None:
             self.tokens.append(frame.capture_ns, frame.frame_id, rec.encode_later(crop))

@@ -214,7 +214,7 @@ def test_sigint_flushes_and_exits_0(bundle, long_video, tmp_path):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["streams"]
     statuses = [json.loads(x).get("status") for x in log.read_text().splitlines()]
-    assert statuses[-1] in ("stopped", "ended")
+    assert statuses[-1] in ("stopped", "ended"), log.read_text().splitlines()[-3:]
 
 
 def test_bad_inputs_are_clear_errors(bundle, tmp_path):
