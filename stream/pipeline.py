@@ -206,7 +206,9 @@ class Recognizer:
         self.model_id = model_id or f"{self.manifest['model']['name']}-{precision}"
         self.publisher = publisher
         self.max_batch = max_batch
-        self.jobs: queue.Queue[_WindowJob | tuple[str, StreamWorker] | None] = queue.Queue(maxsize=64)
+        # a queued window holds its heatmaps (151 MB for B/16's 32x18x256x256): few are queued
+        self.jobs: queue.Queue[_WindowJob | tuple[str, StreamWorker] | None] = queue.Queue(
+            maxsize=max_batch)
         self.windows_run = 0
         self.batches = 0
         # frames are encoded on their own thread: the frame thread goes on with pose
@@ -307,9 +309,12 @@ class Recognizer:
             job.stream.on_scores(p, info)
             self.windows_run += 1
 
-    def close(self) -> None:
+    def close(self, timeout: float = 120.0) -> None:
         self.jobs.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # never close a session under a running window
+            log.warning("window inference still running after %.0f s; leaving it to the exit", timeout)
+            return
         if self._encoder is not None:
             self._encoder.shutdown(wait=True)
         for s in self.sessions.values():
@@ -355,6 +360,7 @@ class StreamWorker:
         self.counts = collections.Counter()
         self.errors = 0
         self.superseded = 0  # queued windows replaced by a newer one (window thread)
+        self._encodes: collections.deque[Future] = collections.deque()  # this stream's, pending
         self.last_scores: tuple[np.ndarray, WindowInfo] | None = None
         self.active: dict | None = None
         self._stop = threading.Event()
@@ -470,8 +476,9 @@ class StreamWorker:
                            FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints,
                                      crop, pose_ms, (t2 - t1) * 1e3))
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
-        if predicted and crop is not None:
-            self.tokens.append(frame.capture_ns, frame.frame_id, rec.encode_later(crop))
+        if predicted and crop is not None and self._encoder_ready():
+            self._encodes.append(rec.encode_later(crop))
+            self.tokens.append(frame.capture_ns, frame.frame_id, self._encodes[-1])
             self.counts["encoded"] += 1
         if self.frame_sink is not None:
             self.frame_sink(self, frame, kp, sc)
@@ -480,6 +487,21 @@ class StreamWorker:
                 skipped = self.scheduler.skip_to_latest()
                 self.counts["windows_skipped"] += skipped
             self._window(self.scheduler.select())
+
+    def _encoder_ready(self) -> bool:
+        """Backpressure on the encoder thread: at most one window's RGB frames pending per
+        stream. Behind it, a file waits for its oldest encode; a live stream skips the
+        encode (its window takes the nearest encoded frame, or encodes on demand)."""
+        pending = self._encodes
+        while pending and pending[0].done():
+            pending.popleft()
+        if len(pending) >= self.rec.window["rgb_frames"]:
+            if self.live:
+                self.counts["encodes_skipped"] += 1
+                return False
+            pending[0].result()
+            pending.popleft()
+        return True
 
     def _window(self, window) -> None:
         rec = self.rec
@@ -568,6 +590,7 @@ class StreamWorker:
                 "frames_encoded": self.counts["encoded"] + self.counts["encoded_on_demand"],
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "rgb_substituted": self.counts["rgb_substituted"],
+                "encodes_skipped": self.counts["encodes_skipped"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 

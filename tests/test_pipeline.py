@@ -287,3 +287,29 @@ def test_a_dropped_rgb_frame_takes_the_nearest_encoded_frame():
     assert got.frame_id == 8
     assert StreamWorker._nearest_encoded(worker, 30 * 33 * ms, taken) is None  # too far: encode
     assert worker.counts["rgb_substituted"] == 2
+
+
+def test_encoder_backpressure_skips_live_encodes_and_makes_files_wait():
+    import collections
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from microgesture.stream.pipeline import StreamWorker
+
+    def worker(live):
+        pending = collections.deque(Future() for _ in range(4))  # 4 encodes not finished
+        return SimpleNamespace(live=live, _encodes=pending, counts=collections.Counter(),
+                               rec=SimpleNamespace(window={"rgb_frames": 4}))
+
+    live = worker(True)
+    assert StreamWorker._encoder_ready(live) is False and live.counts["encodes_skipped"] == 1
+    live._encodes[0].set_result(None)  # one done: room again
+    assert StreamWorker._encoder_ready(live) is True and len(live._encodes) == 3
+
+    file = worker(False)
+    file._encodes[0].set_result(None)
+    file._encodes.append(Future())
+    threading.Timer(0.2, file._encodes[1].set_result, (None,)).start()
+    t = time.monotonic()
+    assert StreamWorker._encoder_ready(file) is True  # waited for its oldest encode
+    assert time.monotonic() - t >= 0.15 and len(file._encodes) == 3
