@@ -288,15 +288,21 @@ class Recognizer:
                 job.stream.errors += 1
 
     def _run(self, jobs: list[_WindowJob]) -> None:
+        # the pose stage runs while the encoder thread may still finish the window's
+        # last RGB frames; the tokens are awaited only for the head
+        t0 = time.perf_counter()
+        head_feeds = {}
+        if "pose" in self.sessions:
+            heatmaps = np.concatenate([j.feeds["heatmaps"] for j in jobs])
+            head_feeds["pose"] = self.sessions["pose"].run({"heatmaps": heatmaps})["pose"]
+        wait = time.perf_counter()
         for job in jobs:
             job.resolve_tokens()
-        t0 = time.perf_counter()
-        feeds = {k: np.concatenate([j.feeds[k] for j in jobs]) for k in jobs[0].feeds}
-        head_feeds = {k: feeds[k] for k in ("tokens", "joints") if k in self.head_inputs}
-        if "pose" in self.sessions:
-            head_feeds["pose"] = self.sessions["pose"].run({"heatmaps": feeds["heatmaps"]})["pose"]
+        waited = time.perf_counter() - wait
+        head_feeds.update({k: np.concatenate([j.feeds[k] for j in jobs])
+                           for k in ("tokens", "joints") if k in self.head_inputs})
         logits = self.sessions["head"].run(head_feeds)["logits"]
-        window_ms = (time.perf_counter() - t0) * 1e3
+        window_ms = (time.perf_counter() - t0 - waited) * 1e3
         self.batches += 1
         z = logits - logits.max(1, keepdims=True)
         probs = np.exp(z)
