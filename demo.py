@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import threading
 import time
@@ -29,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import DEMO_BUNDLE
+from microgesture.core.paths import cache_dir as paths_cache_dir
 
-SHIPPED_BUNDLE = Path(__file__).with_name("demo_bundle")
+SHIPPED_BUNDLE = DEMO_BUNDLE
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MICROGESTURE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "microgesture")
-    return Path(root) / "demo"
+    return paths_cache_dir("demo")
 
 
 def demo_video(cache: Path, duration_s: float, seed: int) -> dict[str, Path]:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import DEMO_BUNDLE, cache_dir
 
 WARMUP_FRACTION = 0.2
 """Share of the run left out of the memory slope (model loading, first allocations)."""
@@ -60,12 +61,6 @@ class BenchConfig:
 
 
 # --------------------------------------------------------------------------- the source
-
-def _cache_dir() -> Path:
-    root = os.environ.get("MICROGESTURE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "microgesture")
-    return Path(root) / "bench"
-
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """``"640x480"`` to ``(640, 480)``."""
@@ -107,7 +102,7 @@ def render_source(source: str | os.PathLike, size: tuple[int, int] | None, fps: 
     stat = src.stat()
     key = hashlib.sha256(json.dumps([str(src.absolute()), stat.st_size, stat.st_mtime_ns,
                                      width, height, fps, total]).encode()).hexdigest()[:12]
-    cache = cache or _cache_dir()
+    cache = cache or cache_dir("bench")
     cache.mkdir(parents=True, exist_ok=True)
     out = cache / f"{src.stem}_{width}x{height}_{fps:g}fps_{total}f_{key}.mp4"
     info = {"from": str(src), "size": [width, height], "fps": fps, "frames": total,
@@ -298,9 +293,7 @@ def run_bench(bundle: str | None = None, source: str | None = None, precisions=N
     from microgesture.stream.sources import parse_spec
 
     if bundle is None:
-        from microgesture.demo import SHIPPED_BUNDLE
-
-        bundle = str(SHIPPED_BUNDLE)
+        bundle = str(DEMO_BUNDLE)
     if source is None:
         raise MicrogestureError("give --source: a camera index, an rtsp:// URL or a video file "
                                 "(for example a clip of a person, rendered to --size 640x480 --fps 30)")
