@@ -590,7 +590,7 @@ class StreamWorker:
         return {"fps": src.fps_measured, "frames_captured": src.frames_read,
                 "frames_processed": self.counts["frames"], "frames_dropped": src.dropped_total,
                 "dropped": src.dropped, "reconnects": src.reconnects,
-                "windows_run": self.counts["windows"],
+                "windows_run": self.counts["windows"] - self.superseded,  # published
                 "windows_skipped": (self.counts["windows_skipped"] + self.counts["windows_dropped"]
                                     + self.superseded),
                 "frames_encoded": self.counts["encoded"] + self.counts["encoded_on_demand"],
