@@ -53,6 +53,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import atomic_write
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 PRECISIONS = ("fp32", "int8", "fp16", "engine")
@@ -442,14 +443,13 @@ def write_engine_file(path: str | Path, metadata: Mapping[str, Any], engine_byte
     if len(blob) > _MAX_HEADER:
         raise MicrogestureError(f"engine metadata for {path} is {len(blob)} bytes; the limit is "
                                 f"{_MAX_HEADER}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<I", len(blob)))
-        f.write(blob)
-        f.write(engine_bytes)
-    os.replace(tmp, path)
-    return path
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<I", len(blob)))
+            f.write(blob)
+            f.write(engine_bytes)
+
+    return atomic_write(path, write)
 
 
 def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes]:

@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import atomic_write
 
 FORMAT = "microgesture-bundle"
 SCHEMA_VERSION = 1
@@ -88,11 +88,7 @@ def write_manifest(bundle: str | Path, manifest: dict[str, Any]) -> Path:
         "files": {n: {"sha256": sha256_file(bundle / n), "bytes": (bundle / n).stat().st_size}
                   for n in sorted(names)},
     }
-    path = bundle / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(bundle / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
 
 
 def read_manifest(bundle: str | Path, verify_files: bool = True) -> dict[str, Any]:

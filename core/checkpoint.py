@@ -11,7 +11,6 @@ half-written checkpoint behind.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import atomic_write
 
 FORMAT = "microgesture-checkpoint"
 FORMAT_VERSION = 1
@@ -45,21 +45,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)``, fsync it, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Where microgesture keeps files it ships and files it builds."""
+"""Where microgesture keeps files it ships and files it builds, and how it writes them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,22 @@ from pathlib import Path
 
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "demo_bundle"
 """The demo model shipped in the package (``microgesture/demo_bundle``)."""
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)``, fsync it, then rename it onto ``path``: readers see the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def cache_dir(name: str) -> Path:

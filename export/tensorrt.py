@@ -25,7 +25,6 @@ conversion, the INT8 graph check) is a pure function tested on the CPU;
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 from microgesture.core.backends import gpu_name, write_engine_file
 from microgesture.core.bundle import sha256_file
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.paths import atomic_write, cache_dir
 
 ENGINE_PRECISIONS = ("fp16", "fp32", "int8")
 
@@ -454,17 +454,9 @@ def _tensorrt():
 
 
 def default_timing_cache(tensorrt_version: str) -> Path:
-    """``~/.cache/microgesture/tensorrt/timing-<version>.cache``: shared by every build
-    on this machine with this TensorRT."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "microgesture" / "tensorrt" / f"timing-{tensorrt_version}.cache"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """``<cache>/tensorrt/timing-<version>.cache`` (:func:`core.paths.cache_dir`): shared
+    by every build on this machine with this TensorRT."""
+    return cache_dir("tensorrt") / f"timing-{tensorrt_version}.cache"
 
 
 def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]],
@@ -546,7 +538,7 @@ def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]
             raise MicrogestureError(f"TensorRT failed to build an engine for stage {stage!r} "
                                     "(see its log above; a larger workspace_gb may help)")
         cache_bytes = bytes(config.get_timing_cache().serialize())
-        _atomic_write_bytes(cache_path, cache_bytes)
+        atomic_write(cache_path, lambda tmp: tmp.write_bytes(cache_bytes))
         header = engine_header(stage, manifest, precision, profiles[stage],
                                tensorrt_version=trt.__version__, gpu=gpu, source=source,
                                source_sha256=sha256_file(bundle / source),
