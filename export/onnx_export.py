@@ -48,42 +48,44 @@ ROLES = {"visual": "per-frame", "pose": "per-window", "head": "per-window"}
 
 # ----------------------------------------------------------------------------- stage wrappers
 
-class VisualStage(nn.Module):
+class _Stage(nn.Module):
+    """One stage of ``model`` to export; subclasses name its inputs and outputs."""
+
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+
+class VisualStage(_Stage):
     """Per frame: ``frames (N, 3, S, S) -> tokens (N, 1 + patches, D)``."""
 
     input_names = ("frames",)
     output_names = ("tokens",)
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
     def forward(self, frames: Tensor) -> Tensor:
         return self.model.encode_frames(frames)
 
 
-class PoseStage(nn.Module):
+class PoseStage(_Stage):
     """Per window: ``heatmaps (B, V, P, H, W) -> pose (B, R, D)``."""
 
     input_names = ("heatmaps",)
     output_names = ("pose",)
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
     def forward(self, heatmaps: Tensor) -> Tensor:
         return self.model.encode_pose(heatmaps)
 
 
-class HeadStage(nn.Module):
+class HeadStage(_Stage):
     """Per window: the inputs of :func:`head_inputs` (in that order) -> ``logits (B, C)``."""
 
     output_names = ("logits",)
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.input_names = head_inputs(model)
 
     def forward(self, *inputs: Tensor) -> Tensor:
