@@ -1,9 +1,9 @@
 """Top-1 of a bundle's precisions against PyTorch on a run's held-out clips.
 
-The export checks 8 clips; this measures the accuracy change of int8 (and fp16)
-on as many held-out clips as asked, the way streaming chains the stages (visual
-and pose stages in ONNX Runtime, then the head), against the run's PyTorch model
-on the same windows:
+The export checks 8 clips; this runs the same check (``export.verify.verify_bundle``:
+the stages chained in ONNX Runtime as streaming runs them, against the run's
+PyTorch model on the same windows) on as many held-out clips as asked, and
+reports the accuracy of every precision the bundle has:
 
     python bench/bench_bundle_accuracy.py runs/tiny bundles/tiny --clips 768 --json acc.json
 """
@@ -15,13 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from microgesture.core.bundle import read_manifest, stage_precisions
 from microgesture.core.checkpoint import load_checkpoint
 from microgesture.core.errors import MicrogestureError
-from microgesture.export.verify import _chain, _session, load_clips
+from microgesture.export.verify import load_clips, verify_bundle
 
 
 def main(argv=None) -> int:
@@ -41,20 +38,20 @@ def main(argv=None) -> int:
                                 test_subjects=info.get("split", {}).get("test_subjects"))
     if real["labels"] is None:
         raise MicrogestureError(f"the classes of {data} are not the model's: no accuracy to measure")
-    window = {k: torch.as_tensor(real[k]) for k in ("frames", "heatmaps", "joints")}
-    labels = np.asarray(real["labels"])
     manifest = read_manifest(args.bundle)
     stages = manifest["stages"]
     precisions = [q for q in ("fp32", "int8", "fp16")
                   if all(q in stage_precisions(manifest, s) for s in stages)]
-    out = {"run": str(run), "bundle": str(args.bundle), "clips": int(len(labels)),
+    out = {"run": str(run), "bundle": str(args.bundle), "clips": int(len(real["labels"])),
            "held_out_subjects": clips["held_out_subjects"]}
+    reference: dict = {}  # the PyTorch outputs, computed once for every precision
     for q in precisions:
-        sessions = {n: _session(Path(args.bundle) / s["files"][q], precision=q) for n, s in stages.items()}
-        _, (ref, got) = _chain(model, sessions, window)
-        out["top1_pytorch_fp32"] = float((ref.argmax(-1) == labels).mean())
-        out[f"top1_onnx_{q}"] = float((got.argmax(-1) == labels).mean())
-        out[f"agreement_{q}"] = float((got.argmax(-1) == ref.argmax(-1)).mean())
+        report = verify_bundle(model, args.bundle, stages, q, real, raise_on_failure=False,
+                               cache=reference)
+        acc = report["accuracy"]
+        out["top1_pytorch_fp32"] = acc["top1_pytorch_fp32"]
+        out[f"top1_onnx_{q}"] = acc[f"top1_onnx_{q}"]
+        out[f"agreement_{q}"] = acc["top1_agreement"]
     print(f"{out['clips']} held-out clips: PyTorch fp32 top-1 {out['top1_pytorch_fp32']:.4f}")
     for q in precisions:
         print(f"  ONNX {q:<5} top-1 {out[f'top1_onnx_{q}']:.4f}  agreement with PyTorch "

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class BenchConfig:
     threads: int = 1
     name: str = ""
     sample_s: float = 1.0
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the source
@@ -86,7 +85,21 @@ def render_source(source: str | os.PathLike, size: tuple[int, int] | None, fps: 
     cap = cv2.VideoCapture(str(src))
     if not cap.isOpened():
         raise MicrogestureError(f"cannot read the video {src}; give a video file OpenCV can open")
-    src_fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = float(fps or cap.get(cv2.CAP_PROP_FPS) or 30.0)
+    width, height = size or (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                             int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    total = max(1, int(round(duration_s * fps)))
+    stat = src.stat()
+    key = hashlib.sha256(json.dumps([str(src.absolute()), stat.st_size, stat.st_mtime_ns,
+                                     width, height, fps, total]).encode()).hexdigest()[:12]
+    cache = cache or cache_dir("bench")
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"{src.stem}_{width}x{height}_{fps:g}fps_{total}f_{key}.mp4"
+    info = {"from": str(src), "size": [width, height], "fps": fps, "frames": total,
+            "source_frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), "rendered": str(out)}
+    if out.is_file():
+        cap.release()
+        return out, info
     frames = []
     while True:
         ok, frame = cap.read()
@@ -96,19 +109,7 @@ def render_source(source: str | os.PathLike, size: tuple[int, int] | None, fps: 
     cap.release()
     if not frames:
         raise MicrogestureError(f"{src} has no readable frames")
-    fps = float(fps or src_fps)
-    height, width = frames[0].shape[:2]
-    total = max(1, int(round(duration_s * fps)))
-    stat = src.stat()
-    key = hashlib.sha256(json.dumps([str(src.absolute()), stat.st_size, stat.st_mtime_ns,
-                                     width, height, fps, total]).encode()).hexdigest()[:12]
-    cache = cache or cache_dir("bench")
-    cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"{src.stem}_{width}x{height}_{fps:g}fps_{total}f_{key}.mp4"
-    info = {"from": str(src), "size": [width, height], "fps": fps, "frames": total,
-            "source_frames": len(frames), "rendered": str(out)}
-    if out.is_file():
-        return out, info
+    info["source_frames"] = len(frames)
     if progress:
         progress(f"rendering {src.name} to {width}x{height} at {fps:g} fps for {duration_s:g} s")
     # back and forth: 0 1 .. n-1 n-2 .. 1 0 1 ..
@@ -204,27 +205,18 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
 
         say(f"streaming {config.source} ({config.pose} pose) for {config.duration_s:g} s")
         watcher = threading.Thread(target=sampler, name="bench-sampler", daemon=True)
-        stream_stop = threading.Event()
         watcher.start()
-
-        def relay() -> None:
-            stop.wait()
-            stream_stop.set()
-
-        threading.Thread(target=relay, daemon=True).start()
         try:
-            summary = run_stream(options, stop=stream_stop, on_ready=ready)
+            summary = run_stream(options, stop=stop, on_ready=ready)
         finally:
             stop.set()
             watcher.join(5)
         wall = time.monotonic() - t0
         cpu = _cpu_s() - cpu0
-        windows = [json.loads(line) for line in log.read_text().splitlines()
-                   if '"type": "window"' in line or '"type":"window"' in line]
+        windows = [e for e in map(json.loads, log.read_text().splitlines()) if e["type"] == "window"]
     stream = summary["streams"]["bench"]
     if stream.get("fatal"):
         raise MicrogestureError(f"bench {name}: the stream failed: {stream['fatal']}")
-    windows = [w for w in windows if w.get("type") == "window"]
     stages = sorted({k for w in windows for k in w["latency_ms"]} - {"total", "batch"})
     latency = {"total": _percentiles([w["latency_ms"]["total"] for w in windows])}
     latency.update({k: _percentiles([w["latency_ms"].get(k) for w in windows]) for k in stages})
