@@ -45,7 +45,7 @@ from microgesture.core.backends import open_stage
 from microgesture.core.bundle import read_manifest
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.heatmaps import compact_box, joint_heatmaps
-from microgesture.core.layouts import convert, get_layout
+from microgesture.core.layouts import FINGERS, convert, get_layout, missing_joints
 from microgesture.core.pose import RecordedPose, create_estimator
 from microgesture.core.preprocess import (BOX_PADDING, crop_resize, joints_in_box,
                                           normalize_frames, square_box)
@@ -119,11 +119,8 @@ class _Estimator:
     """The pose estimator of one stream; recorded skeletons are looked up by frame id."""
 
     def __init__(self, spec: str, layout: str):
-        from microgesture.core.layouts import missing_joints
-
         self.layout = layout
-        fingers = any(f in c for c in get_layout(layout).canonical
-                      for f in ("thumb", "index", "middle", "ring", "pinky"))
+        fingers = any(f in c for c in get_layout(layout).canonical for f in FINGERS)
         if spec == "mediapipe" and not fingers and not missing_joints("mediapipe33", layout):
             # the model's layout has no finger joints: Pose alone, about half Holistic's cost
             spec = "mediapipe-pose"

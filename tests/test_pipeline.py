@@ -313,3 +313,14 @@ def test_encoder_backpressure_skips_live_encodes_and_makes_files_wait():
     t = time.monotonic()
     assert StreamWorker._encoder_ready(file) is True  # waited for its oldest encode
     assert time.monotonic() - t >= 0.15 and len(file._encodes) == 3
+
+
+def test_mediapipe_pose_alone_when_the_layout_has_no_finger_joints():
+    from microgesture.stream.pipeline import _Estimator
+
+    for layout, expected in (("coco18", "mediapipe-pose"), ("imigue22", "mediapipe")):
+        estimator = _Estimator("mediapipe", layout)
+        try:
+            assert estimator.spec == expected, layout  # fingertips need Holistic's hands
+        finally:
+            estimator.close()
