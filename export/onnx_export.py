@@ -216,8 +216,10 @@ def check_onnx(path: str | Path, stage: str = "") -> None:
                                 f"checker: {exc}. Try another --opset") from exc
 
 
-def ort_session(path: str | Path, threads: int = 1):
-    """A CPU ONNX Runtime session on ``path`` (``threads`` intra-op threads, no spinning)."""
+def ort_session(path: str | Path, threads: int = 1, disabled_optimizers: tuple[str, ...] = ()):
+    """A CPU ONNX Runtime session on ``path`` (``threads`` intra-op threads, no spinning;
+    ``disabled_optimizers``: ONNX Runtime optimisers to skip, see
+    :data:`core.backends.FP16_DISABLED_OPTIMIZERS`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -225,7 +227,8 @@ def ort_session(path: str | Path, threads: int = 1):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def check_dynamic_batch(path: str | Path, inputs: dict[str, Tensor], stage: str = "",

@@ -121,18 +121,12 @@ def _window_tolerance(precision: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------- running
 
 def _session(path: str | Path, threads: int | None = None, precision: str = "fp32"):
-    import onnxruntime as ort
-
     from microgesture.core.backends import FP16_DISABLED_OPTIMIZERS
+    from microgesture.export.onnx_export import ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"],
-            disabled_optimizers=list(FP16_DISABLED_OPTIMIZERS if precision == "fp16" else ()))
+        return ort_session(path, threads or min(2, os.cpu_count() or 1),
+                           FP16_DISABLED_OPTIMIZERS if precision == "fp16" else ())
     except Exception as exc:  # onnxruntime's own exception types
         raise VerificationError(f"export failed verification: ONNX Runtime cannot load {path}: "
                                 f"{exc}") from exc
