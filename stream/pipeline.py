@@ -264,15 +264,15 @@ class Recognizer:
     def _newest_only(batch: list) -> list:
         """Inference fell behind: of a live stream's queued windows run only the newest
         (the stream counts the others as skipped); files lose no window."""
-        keep, newest = [], {}
+        keep, has_newer = [], set()  # ids of the streams whose newer window is kept
         for item in reversed(batch):
             if isinstance(item, _WindowJob) and item.stream.live:
-                if newest.get(id(item.stream)):
+                if id(item.stream) in has_newer:
                     item.stream.superseded += 1
                     continue
-                newest[id(item.stream)] = True
+                has_newer.add(id(item.stream))
             elif isinstance(item, tuple):  # windows before a flush belong to its segment
-                newest.pop(id(item[1]), None)
+                has_newer.discard(id(item[1]))
             keep.append(item)
         return keep[::-1]
 
