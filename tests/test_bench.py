@@ -54,8 +54,10 @@ def test_render_source_loops_and_resizes(long_video, tmp_path):
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 300 > info["source_frames"]  # looped
-    again, _ = render_source(long_video, (64, 48), 30.0, 10.0, cache=tmp_path)
-    assert again == path and path.stat().st_mtime_ns == again.stat().st_mtime_ns  # cached
+    written = path.stat().st_mtime_ns
+    again, again_info = render_source(long_video, (64, 48), 30.0, 10.0, cache=tmp_path)
+    assert again == path and path.stat().st_mtime_ns == written  # cached: not written again
+    assert again_info["source_frames"] == info["source_frames"]
 
 
 def test_bad_bench_input_is_a_clear_error(long_video, tmp_path):
