@@ -484,6 +484,11 @@ def run_listen(args: argparse.Namespace) -> int:
 
 
 def _listen_options(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("latency = publish time - capture time of the window's last frame. A file streamed "
+                "without --realtime runs on the video's own clock (frame / fps from when it was "
+                "opened), so its latency says how far ahead (negative) or behind that clock the "
+                "pipeline ran, and its lines say 'video clock'; stream with --realtime to measure "
+                "what a camera user waits.")
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="the stream's PUB address")
     p.add_argument("--stream", action="append", help="only these stream ids (repeatable)")
     p.add_argument("--types", default="gesture,source",
