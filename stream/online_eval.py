@@ -253,6 +253,11 @@ def evaluate_online(bundle: str, data: str, out: str = "online-eval", *, split: 
     out_dir.mkdir(parents=True, exist_ok=True)
     tuning = None
     if tune:
+        from microgesture.core.paths import DEMO_BUNDLE
+
+        if Path(bundle).resolve() == DEMO_BUNDLE.resolve():
+            raise MicrogestureError(f"--tune writes into the bundle; the shipped demo bundle {DEMO_BUNDLE} "
+                                    "stays as shipped: tune a copy (cp -r ... mine) and pass that.")
         tune_split = normalize_split(tune_split, "--tune-split")
         val = videos.split(tune_split)
         if not val:

@@ -182,6 +182,10 @@ def test_eval_online_with_tune_on_synthetic_long_videos(long_set, tmp_path, caps
         map(key, detections_from_events(gestures)))
     for e in gestures:
         assert e["paced"] is False and e["interval"]["last_frame"] >= e["interval"]["first_frame"]
+    # the stream took the tuned hop too: windows of 40 frames every hop frames over 14 s at 15 fps
+    hop = round(settings["hop_s"] * 15)
+    assert len(windows) == (14 * 15 - 40) // hop + 1
+    assert main(["eval-online", str(DEMO_BUNDLE), "--data", str(long_set), "--out", str(out), "--tune"]) == 2
 
 
 def test_stream_says_why_it_published_no_event(long_set, tmp_path):
