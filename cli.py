@@ -173,7 +173,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True,
                            parser_class=Parser)
     synth = sub.add_parser("synth", help="write the synthetic micro-gesture set (or a long video)")
-    synth.add_argument("out", help="output folder (a set), or an .mp4 path with --long")
+    synth.add_argument("out", help="output folder (a set, or with --long-videos a long-video set), or an "
+                                   ".mp4 path with --long")
     synth.add_argument("--subjects", type=int, default=12)
     synth.add_argument("--clips-per-class", type=int, default=12)
     synth.add_argument("--classes", type=int, default=32, help="the first N iMiGUE classes")

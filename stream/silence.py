@@ -44,12 +44,14 @@ class SilenceWatch:
     best_label: str | None = None
     best_frame: int | None = None
     since_ns: int | None = None        # capture time of the first frame counted
+    last_ns: int | None = None         # and of the last one
     suppressed_base: int = 0           # the smoother's suppressed count at the last event
     next_report_ns: int | None = None  # live: when the next periodic report is due
 
     def frame(self, capture_ns: int, person: bool) -> None:
         if self.since_ns is None:
             self.since_ns = capture_ns
+        self.last_ns = capture_ns
         self.frames += 1
         self.frames_no_person += not person
 
@@ -65,7 +67,7 @@ class SilenceWatch:
         self.suppressed_base = int(suppressed)
         self.frames = self.frames_no_person = self.windows = 0
         self.best_score, self.best_label, self.best_frame = 0.0, None, None
-        self.since_ns = self.next_report_ns = None
+        self.since_ns = self.last_ns = self.next_report_ns = None
 
     def due(self, now_ns: int, period_s: float) -> bool:
         """Live: True once every ``period_s`` seconds of stream time without an event."""
@@ -83,6 +85,7 @@ class SilenceWatch:
         ``suppressed``: the smoother's count of suppressed candidates, since the stream began."""
         stats = stats or {}
         suppressed = max(0, int(suppressed) - self.suppressed_base)
+        now_ns = self.last_ns if now_ns is None else now_ns
         no_person_windows = int(stats.get("windows_no_person", 0) or 0)
         seconds = (None if now_ns is None or self.since_ns is None
                    else round(max(0, now_ns - self.since_ns) / 1e9, 3))

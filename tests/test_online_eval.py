@@ -88,6 +88,7 @@ def test_silence_reasons():
         w.frame(i * 100_000_000, person=True)
     r = w.report()
     assert r["reason"] == "too_few_windows" and "2.00 s" in r["message"] and "1.2 s" in r["message"]
+    assert r["seconds"] == pytest.approx(1.1)                          # first to last frame seen
     w.window(scores(1, 0.42), last_frame=11)
     w.window(scores(2, 0.38), last_frame=12)
     r = w.report(now_ns=1_200_000_000)
