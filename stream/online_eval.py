@@ -153,7 +153,11 @@ def stream_video(bundle: str, video: LongVideo, log: Path, *, pose: str = "auto"
 def _choose(videos: LongVideoSet, split: str, tune: bool, tune_split: str) -> tuple[str | None, list[LongVideo]]:
     have = videos.splits()
     if split not in ("auto", "all"):
-        split = normalize_split(split, "--split")
+        try:
+            split = normalize_split(split, "--split")
+        except MicrogestureError:
+            raise MicrogestureError(f"--split {split!r} is not one of auto, all, train, val (valid, "
+                                    "validation) or test.") from None
     if split == "auto":
         name = "test" if "test" in have else ("val" if "val" in have and not tune else None)
     elif split == "all":
