@@ -776,4 +776,5 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                       "fatal": getattr(w, "fatal", None),
                                       **({"no_events": silent[w.stream_id]} if w.stream_id in silent else {})}
                         for w in workers},
-            "windows_run": recognizer.windows_run, "batches": recognizer.batches}
+            "windows_run": recognizer.windows_run, "batches": recognizer.batches,
+            "smoothing": {**recognizer.smoothing.__dict__, "tuned_hop_s": recognizer.tuned_hop_s}}

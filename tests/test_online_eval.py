@@ -205,3 +205,4 @@ def test_stream_says_why_it_published_no_event(long_set, tmp_path):
     assert why["reason"] == "too_few_windows" and why["frames"] == 12
     found = run_stream(StreamOptions(**base))
     assert found["streams"]["v"]["events"] > 0 and "no_events" not in found["streams"]["v"]
+    assert found["smoothing"]["start_threshold"] == 0.5 and found["smoothing"]["tuned_hop_s"] is None
