@@ -224,8 +224,7 @@ class Recognizer:
 
     def _server_status(self, status: str, detail: str, attempt: int | None) -> None:
         """The Triton server went away or came back: a ``source`` event on every stream."""
-        server = f"triton {getattr(self.sessions['head'].connection, 'url', '')}" \
-            if getattr(self, "sessions", None) else "triton"
+        server = "triton " + next(iter(self.sessions.values())).connection.url
         for worker in list(self.streams):
             self.publisher.publish_source(worker.stream_id, status, detail, server,
                                           attempt=attempt)
