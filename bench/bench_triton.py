@@ -78,18 +78,6 @@ def request_counts(before, after) -> dict[str, dict[str, int]]:
     return out
 
 
-def free_ports(n: int = 3) -> tuple[int, ...]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = tuple(s.getsockname()[1] for s in sockets)
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def process_cpu_s(pid: int) -> float:
     """CPU seconds of ``pid`` and its live descendants (tritonserver runs each Python-backend
     model instance in a stub process of its own)."""
@@ -212,7 +200,7 @@ def main(argv=None) -> int:
                                 args.link_gbit)}
     if not args.skip_measure:
         from microgesture.core.triton_backend import TritonConnection
-        from microgesture.export.triton_serve import serve_bundle
+        from microgesture.export.triton_serve import free_ports, serve_bundle
         from microgesture.training.synth import make_long_video
 
         out = Path(tempfile.mkdtemp(prefix="bench-triton-"))

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from microgesture.core.backends import TensorSpec, tensor_spec, validate_feeds
+from microgesture.core.backends import _BackendBase, TensorSpec, tensor_spec, validate_feeds
 from microgesture.core.errors import MicrogestureError
 
 SHA_PARAMETER = "microgesture_sha256"
@@ -286,7 +286,7 @@ class TritonConnection:
         self._drop_client()
 
 
-class TritonStage:
+class TritonStage(_BackendBase):
     """One stage of a bundle, run by the model of the same name on a Triton server."""
 
     def __init__(self, connection: TritonConnection, name: str, stage: Mapping[str, Any],
@@ -297,14 +297,6 @@ class TritonStage:
         self._outputs = tuple(tensor_spec(n, s["shape"], s.get("dtype", "float32"))
                               for n, s in stage["outputs"].items())
         self._names = [s.name for s in self._outputs]
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -319,9 +311,6 @@ class TritonStage:
 
     def close(self) -> None:
         self.connection.close()
-
-    def __repr__(self) -> str:
-        return f"TritonStage({self.name!r}, {self.connection.url!r})"
 
 
 def open_triton_stages(url: str, manifest: Mapping[str, Any], precision: str,

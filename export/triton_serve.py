@@ -86,6 +86,19 @@ def backend_directory(install: TritonInstall, out: Path) -> Path:
     return out
 
 
+def free_ports(n: int = 3) -> tuple[int, ...]:
+    """``n`` TCP ports free on loopback now (for tests and benchmarks)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = tuple(s.getsockname()[1] for s in sockets)
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def server_environment(install: TritonInstall) -> dict[str, str]:
     """The server's environment: the wheel's libraries, and this Python first on PATH."""
     env = dict(os.environ)

@@ -4,7 +4,6 @@ the in-process run gives, refuses a server holding other files, and rides out a
 server restart in the middle of a stream."""
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,18 +20,8 @@ pytest.importorskip("tritonclient.http", reason="tritonclient is not installed: 
 
 from microgesture.core.errors import MicrogestureError  # noqa: E402
 from microgesture.demo import SHIPPED_BUNDLE  # noqa: E402
-from microgesture.export.triton_serve import TritonProcess, serve_bundle  # noqa: E402
+from microgesture.export.triton_serve import TritonProcess, free_ports, serve_bundle  # noqa: E402
 from microgesture.stream.pipeline import StreamOptions, run_stream  # noqa: E402
-
-
-def free_ports(n=3):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = tuple(s.getsockname()[1] for s in sockets)
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +182,15 @@ def test_serve_command_runs_until_interrupted(tmp_path):
     assert f"--triton http://127.0.0.1:{http}" in out and "docker run --gpus all" in out
     with pytest.raises(OSError):  # the server is gone with it
         urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/live", timeout=2)
+
+
+def test_triton_urls():
+    from microgesture.core.triton_backend import parse_url
+
+    assert parse_url("http://gpu-box:9000") == ("http", "gpu-box:9000")
+    assert parse_url("grpc://10.0.0.5") == ("grpc", "10.0.0.5:8001")
+    assert parse_url("127.0.0.1") == ("http", "127.0.0.1:8000")
+    assert parse_url("grpc://[::1]:8001/") == ("grpc", "[::1]:8001")
+    for bad in ("https://x:8000/v2", "ftp://host", "http://"):
+        with pytest.raises(MicrogestureError, match="not a Triton address"):
+            parse_url(bad)
