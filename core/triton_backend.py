@@ -87,7 +87,7 @@ class TritonConnection:
     per thread, one reconnection at a time)."""
 
     def __init__(self, url: str, *, timeout_s: float = 60.0, wait_s: float | None = None,
-                 retry_s: tuple[float, float] = (0.25, 4.0), on_status: Status | None = None):
+                 retry_s: tuple[float, float] = (0.25, 2.0), on_status: Status | None = None):
         self.protocol, self.address = parse_url(url)
         self.url = f"{self.protocol}://{self.address}"
         self.module = _client_module(self.protocol)
