@@ -59,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from microgesture.core.backends import read_engine_file
+from microgesture.core.backends import FP16_DISABLED_OPTIMIZERS, read_engine_file
 from microgesture.core.bundle import read_manifest, stage_file
 from microgesture.core.errors import MicrogestureError
 
@@ -265,6 +265,8 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
             if flavour == "cpu":
                 platform, kind = "python", "KIND_CPU"
                 parameters["onnx_threads"] = str(onnx_threads)
+                if precision == "fp16":  # as core.backends.open_stage does for fp16 graphs
+                    parameters["onnx_disabled_optimizers"] = ",".join(FP16_DISABLED_OPTIMIZERS)
                 shutil.copyfile(PYTHON_MODEL, _fresh(model_dir / "1" / "model.py"))
             _place(files[name], model_dir / "1" / "model.onnx", link)
             # found by the name the graph holds; always copied: onnx (1.22) refuses to read

@@ -48,7 +48,9 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        skip = [n for n in params.get("onnx_disabled_optimizers", "").split(",") if n]
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=skip)
         self.inputs = [t["name"] for t in config["input"]]
         self.outputs = [t["name"] for t in config["output"]]
 
