@@ -418,7 +418,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         smoothing=smoothing_for(args.bundle, window=args.smooth_windows, start_threshold=args.start_threshold,
                                 end_threshold=args.end_threshold, min_duration_s=args.min_duration),
         silence_report_s=args.silence_report,
-        max_frames=args.max_frames, save_video=args.save_video, show=args.show)
+        max_frames=args.max_frames, save_video=args.save_video, show=args.show,
+        triton=args.triton)
 
     def ready(address, workers):
         if not args.quiet:
@@ -469,7 +470,58 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
     p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
     p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
+    p.add_argument("--triton", metavar="URL",
+                   help="run the stages on this Triton server (http://HOST:8000 or "
+                        "grpc://HOST:8001, see microgesture serve) instead of in process")
     p.add_argument("--quiet", action="store_true")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from microgesture.export.triton_serve import gpu_instructions, serve_bundle
+
+    stop = _install_stop_signals()
+    ports = (args.http_port, args.grpc_port, args.metrics_port)
+    server = serve_bundle(args.bundle, repository=args.repository, precision=args.precision,
+                          address=args.address, ports=ports, max_batch=args.max_batch,
+                          instances=args.instances, onnx_threads=args.threads,
+                          max_queue_delay_us=args.max_queue_delay_us,
+                          allow_remote=args.allow_remote, log_path=args.log)
+    try:
+        print(f"Triton serves {args.bundle} ({server.precision}, CPU) on {server.http_url} and "
+              f"{server.grpc_url}; metrics on http://{args.address}:{args.metrics_port}/metrics\n"
+              f"  stream through it: microgesture stream --bundle {args.bundle} --precision "
+              f"{server.precision} --triton {server.http_url} --source 0\n"
+              f"{gpu_instructions(args.bundle, ports)}", flush=True)
+        while not stop.is_set() and server.process.poll() is None:
+            stop.wait(0.5)
+    finally:
+        code = server.stop()
+        server.cleanup()
+    if not stop.is_set():
+        raise MicrogestureError(f"tritonserver exited with code {code}; its log "
+                                f"({server.log_path}) ends:\n{server.log_tail()}")
+    return 0
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="exported bundle folder (microgesture export)")
+    p.add_argument("--precision", default="auto",
+                   help="auto (int8 if the bundle has it), int8 or fp32: the files served")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="IP address to bind (loopback unless --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow binding to a non-loopback address")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch Triton forms")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="how long Triton waits to fill a batch (microseconds)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per stage")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per instance")
+    p.add_argument("--repository", help="write the CPU model repository here (default: a "
+                                        "temporary folder, removed on exit)")
+    p.add_argument("--log", help="tritonserver's log file (default: in the temporary folder)")
 
 
 def run_listen(args: argparse.Namespace) -> int:
@@ -579,6 +631,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                _export_options, run_export),
     "stream": ("Recognize micro-gestures live (camera, RTSP, file) and publish events over ZeroMQ.",
                _stream_options, run_stream_command),
+    "serve": ("Serve a bundle with the pip Triton Inference Server (CPU) for stream --triton.",
+              _serve_options, run_serve),
     "listen": ("Print the events a stream publishes.", _listen_options, run_listen),
     "demo": ("The whole product on a synthetic video: stream, subscribe, and score it.",
              _demo_options, run_demo_command),

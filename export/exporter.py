@@ -112,7 +112,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("engine", "<stage>.fp16.engine", "TensorRT engines (fp16, strongly typed)",
                  _needs_engine, "pip install tensorrt (from NVIDIA's index) on a machine with an "
                  "NVIDIA GPU, and export there"),
-    ExportFormat("triton", "triton/", "a Triton Inference Server model repository",
+    ExportFormat("triton", "triton/, triton-cpu/",
+                 "Triton Inference Server model repositories (GPU and CPU flavours)",
                  _needs_triton, "update microgesture (export.triton writes the repository)"),
 )}
 """The export formats (ultralytics style): checked before any work starts."""
@@ -421,8 +422,10 @@ def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_su
     if "triton" in wanted:
         from microgesture.export.triton import write_repository
 
-        say("writing the Triton model repository")
+        say("writing the Triton model repositories (gpu: triton/, cpu: triton-cpu/)")
         write_repository(tmp, tmp / "triton")
+        write_repository(tmp, tmp / "triton-cpu", flavour="cpu",
+                         precision="int8" if "int8" in wanted else "fp32")
     read_manifest(tmp)  # what a runtime will check, checked now
     files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     return {"formats": list(wanted), "stages": {n: dict(s["files"]) for n, s in stages.items()},

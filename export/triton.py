@@ -8,7 +8,22 @@
       head/config.pbtxt     head/1/model.onnx  head/labels.txt
       window/config.pbtxt   window/1/               ensemble: pose -> head
 
-One model per stage: platform ``onnxruntime_onnx`` (``model.onnx``, hard-linked
+Two flavours from one bundle (``flavour=``):
+
+- ``gpu`` (NVIDIA's Triton containers): one model per stage, platform
+  ``onnxruntime_onnx`` or ``tensorrt_plan``, as below.
+- ``cpu`` (the ``tritonserver`` of the ``nvidia-pytriton`` wheel, which has the
+  Python backend only): each stage is a Python-backend model (``backend:
+  "python"``, ``1/model.py`` from :mod:`export.triton_model`) that runs the same
+  ONNX graph (``1/model.onnx``) with ONNX Runtime on the CPU, with the same names,
+  shapes, batching and ensemble.
+
+Every stage model's ``parameters`` carry ``microgesture_sha256`` (the sha256 of
+the bundle file it serves, as the manifest lists it), ``microgesture_file`` and
+``microgesture_precision``, so a client can check that the server serves its
+bundle (:mod:`core.triton_backend`).
+
+GPU flavour: one model per stage: platform ``onnxruntime_onnx`` (``model.onnx``, hard-linked
 from the bundle when the file system allows, else copied, and a copy of any
 external-data file it names) or ``tensorrt_plan``
 for TensorRT engines (``model.plan``: the bare engine, without our metadata
@@ -44,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from microgesture.core.backends import read_engine_file
+from microgesture.core.backends import FP16_DISABLED_OPTIMIZERS, read_engine_file
 from microgesture.core.bundle import read_manifest, stage_file
 from microgesture.core.errors import MicrogestureError
 
@@ -53,6 +68,9 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYP
                  "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
                  "bool": "TYPE_BOOL"}
 ENSEMBLE = "window"
+FLAVOURS = ("gpu", "cpu")
+PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
+"""The Python-backend model of the CPU flavour, copied as ``<stage>/1/model.py``."""
 
 
 def _dims(shape: list, where: str) -> list[int]:
@@ -87,11 +105,19 @@ def _io(table: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _parameters(parameters: Mapping[str, str] | None) -> list[str]:
+    return [f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+            for k, v in (parameters or {}).items()]
+
+
 def model_config(name: str, platform: str, inputs: list[dict], outputs: list[dict], *,
                  max_batch: int, preferred_batch: Iterable[int], max_queue_delay_us: int,
-                 instance_count: int, kind: str) -> str:
-    """The text of one model's ``config.pbtxt``."""
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}"]
+                 instance_count: int, kind: str,
+                 parameters: Mapping[str, str] | None = None) -> str:
+    """The text of one model's ``config.pbtxt``; ``platform`` ``python`` names the Python
+    backend (``backend: "python"``), any other a platform."""
+    runs = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
+    lines = [f'name: "{name}"', runs, f"max_batch_size: {max_batch}"]
     lines += _tensor_block("input", inputs) + _tensor_block("output", outputs)
     preferred = [b for b in preferred_batch if b <= max_batch]
     lines.append("dynamic_batching {")
@@ -100,6 +126,7 @@ def model_config(name: str, platform: str, inputs: list[dict], outputs: list[dic
     lines += [f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
     lines += ["instance_group [", "  {", f"    count: {instance_count}", f"    kind: {kind}",
               "  }", "]"]
+    lines += _parameters(parameters)
     return "\n".join(lines) + "\n"
 
 
@@ -148,10 +175,16 @@ def external_data_files(path: Path) -> list[str]:
     return sorted(names)
 
 
-def _place(src: Path, dst: Path, link: bool) -> None:
+def _fresh(dst: Path) -> Path:
+    """``dst`` with its directory made and any old file there removed."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         dst.unlink()
+    return dst
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    _fresh(dst)
     if link:
         try:
             os.link(src, dst)
@@ -164,12 +197,17 @@ def _place(src: Path, dst: Path, link: bool) -> None:
 def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int = 8,
                      precision: str = "fp32", instance_count: int = 1,
                      preferred_batch: Iterable[int] = (1, 4, 8), max_queue_delay_us: int = 2000,
-                     *, device: str = "gpu", link: bool = True, ensemble: bool = True) -> Path:
+                     *, device: str = "gpu", link: bool = True, ensemble: bool = True,
+                     flavour: str = "gpu", onnx_threads: int = 1) -> Path:
     """Write a Triton model repository for the bundle at ``bundle_dir`` into ``out_dir``.
 
     ``precision`` picks each stage's file from the manifest (``fp32``, ``int8``,
-    ``fp16`` ONNX, or ``engine`` for TensorRT plans). ``device``: ``gpu`` or
-    ``cpu`` instance groups (TensorRT plans are always ``gpu``). Returns ``out_dir``.
+    ``fp16`` ONNX, or ``engine`` for TensorRT plans). ``flavour``: ``gpu``
+    (ONNX Runtime and TensorRT backends, NVIDIA's containers) or ``cpu`` (Python
+    backend models running ONNX Runtime with ``onnx_threads`` threads per instance,
+    for the pip ``tritonserver``). ``device``: ``gpu`` or ``cpu`` instance groups
+    of the ``gpu`` flavour (TensorRT plans are always ``gpu``; the ``cpu`` flavour
+    always ``cpu``). Returns ``out_dir``.
     """
     manifest = read_manifest(bundle_dir)
     out = Path(out_dir)
@@ -179,6 +217,14 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
         raise MicrogestureError(f"instance_count must be >= 1, got {instance_count!r}")
     if device not in ("gpu", "cpu"):
         raise MicrogestureError(f"device must be 'gpu' or 'cpu', got {device!r}")
+    if flavour not in FLAVOURS:
+        raise MicrogestureError(f"flavour must be 'gpu' (NVIDIA's Triton containers) or 'cpu' "
+                                f"(the pip tritonserver, Python backend), got {flavour!r}")
+    if flavour == "cpu" and precision == "engine":
+        raise MicrogestureError("the cpu flavour runs ONNX graphs with ONNX Runtime; TensorRT "
+                                "engines need the gpu flavour (precision fp32, int8 or fp16)")
+    if not isinstance(onnx_threads, int) or onnx_threads < 0:
+        raise MicrogestureError(f"onnx_threads must be a whole number >= 0, got {onnx_threads!r}")
     if max_queue_delay_us < 0:
         raise MicrogestureError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
     preferred = sorted(set(preferred_batch))
@@ -201,6 +247,9 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
                 if t["dims"] == [len(labels)]:
                     t["label_filename"] = "labels.txt"
         model_dir = out / name
+        parameters = {"microgesture_sha256": manifest["files"][files[name].name]["sha256"],
+                      "microgesture_file": files[name].name, "microgesture_precision": precision,
+                      "microgesture_model": str(manifest["model"].get("name", ""))}
         if precision == "engine":
             metadata, engine = read_engine_file(files[name])
             limit = next((p["max"][0] for p in metadata.get("profiles", [])), None)
@@ -213,6 +262,12 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
             (model_dir / "1" / "model.plan").write_bytes(engine)
         else:
             platform, kind = "onnxruntime_onnx", f"KIND_{device.upper()}"
+            if flavour == "cpu":
+                platform, kind = "python", "KIND_CPU"
+                parameters["onnx_threads"] = str(onnx_threads)
+                if precision == "fp16":  # as core.backends.open_stage does for fp16 graphs
+                    parameters["onnx_disabled_optimizers"] = ",".join(FP16_DISABLED_OPTIMIZERS)
+                shutil.copyfile(PYTHON_MODEL, _fresh(model_dir / "1" / "model.py"))
             _place(files[name], model_dir / "1" / "model.onnx", link)
             # found by the name the graph holds; always copied: onnx (1.22) refuses to read
             # external data with several hard links ("potential hardlink attack")
@@ -222,7 +277,8 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
             (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
         (model_dir / "config.pbtxt").write_text(model_config(
             name, platform, inputs, outputs, max_batch=max_batch, preferred_batch=preferred,
-            max_queue_delay_us=max_queue_delay_us, instance_count=instance_count, kind=kind))
+            max_queue_delay_us=max_queue_delay_us, instance_count=instance_count, kind=kind,
+            parameters=parameters))
 
     window = {n: s for n, s in stages.items() if s["role"] == "per-window"}
     if ensemble and len(window) > 1:

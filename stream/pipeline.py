@@ -189,8 +189,10 @@ class Recognizer:
 
     def __init__(self, bundle: str, publisher: EventPublisher, precision: str = "auto",
                  device: str = "cpu", threads: int = 1, max_batch: int = 8,
-                 smoothing: SmoothingOptions | None = None, model_id: str | None = None):
+                 smoothing: SmoothingOptions | None = None, model_id: str | None = None,
+                 triton: str | None = None):
         self.manifest = read_manifest(bundle)
+        self.streams: list[StreamWorker] = []  # told when a Triton server goes away
         stages = self.manifest["stages"]
         if "window" in stages:
             raise MicrogestureError(
@@ -202,9 +204,14 @@ class Recognizer:
         self.precision = precision
         if precision == "engine" and device == "cpu":
             device = None  # a TensorRT engine runs on its GPU
-        self.sessions = {name: open_stage(self.manifest, name, precision, device=device,
-                                          threads=threads)
-                         for name in ("visual", "pose", "head") if name in stages}
+        if triton:  # the stages run on a Triton server (core.triton_backend)
+            from microgesture.core.triton_backend import open_triton_stages
+            self.sessions = open_triton_stages(triton, self.manifest, precision,
+                                               on_status=self._server_status)
+        else:
+            self.sessions = {name: open_stage(self.manifest, name, precision, device=device,
+                                              threads=threads)
+                             for name in ("visual", "pose", "head") if name in stages}
         self.head_inputs = tuple(stages["head"]["inputs"])
         self.window = self.manifest["window"]
         pre = self.manifest["preprocessing"]
@@ -228,6 +235,13 @@ class Recognizer:
                          if "visual" in self.sessions else None)
         self._thread = threading.Thread(target=self._loop, name="windows", daemon=True)
         self._thread.start()
+
+    def _server_status(self, status: str, detail: str, attempt: int | None) -> None:
+        """The Triton server went away or came back: a ``source`` event on every stream."""
+        server = "triton " + next(iter(self.sessions.values())).connection.url
+        for worker in list(self.streams):
+            self.publisher.publish_source(worker.stream_id, status, detail, server,
+                                          attempt=attempt)
 
     # ------------------------------------------------------------ per-frame stage
     def encode(self, crops: np.ndarray) -> np.ndarray:
@@ -327,6 +341,8 @@ class Recognizer:
             self.windows_run += 1
 
     def close(self, timeout: float = 120.0) -> None:
+        for s in self.sessions.values():  # a Triton server away: stop waiting for it
+            getattr(s, "interrupt", lambda: None)()
         self.jobs.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():  # never close a session under a running window
@@ -351,6 +367,7 @@ class StreamWorker:
         self.source = open_source(source_spec, stream_id=stream_id or event_stream_id(source_spec),
                                   realtime=realtime, **source_options)
         self.stream_id = self.source.stream_id
+        recognizer.streams.append(self)
         self.live = self.source.live or realtime
         fps = self.source.fps or 30.0
         span_ns = int((span_s or win["span_s"]) * 1e9)
@@ -659,6 +676,7 @@ class StreamOptions:
     max_frames: int | None = None
     save_video: str | None = None
     show: bool = False
+    triton: str | None = None  # run the stages on this Triton server (http:// or grpc://)
 
 
 class Overlay:
@@ -729,7 +747,8 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
     started = time.monotonic()
     try:
         recognizer = Recognizer(options.bundle, publisher, options.precision, options.device,
-                                options.threads, smoothing=options.smoothing)
+                                options.threads, smoothing=options.smoothing,
+                                triton=options.triton)
         if options.save_video or options.show:
             overlay = Overlay(options.save_video, options.show, recognizer.layout, 30.0)
         workers = []

@@ -320,3 +320,72 @@ def test_ensemble_steps_order_and_refusals():
         ensemble_steps(loop)
     with pytest.raises(MicrogestureError, match="both output"):
         ensemble_steps({"a": pose, "b": pose})
+
+
+# --------------------------------------------------------------------------- Triton's own schema
+def parse_with_triton(model_dir):
+    """config.pbtxt parsed as Triton parses it: its ModelConfig protobuf, text format."""
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                             reason="tritonclient[grpc] is not installed (pip install "
+                                    "'microgesture[triton]')")
+    from google.protobuf import text_format
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), pb.ModelConfig())
+
+
+@pytest.mark.parametrize("flavour", ["gpu", "cpu"])
+def test_both_flavours_parse_as_tritons_model_config(tmp_path, flavour):
+    bundle = make_bundle(tmp_path / "bundle")
+    out = write_repository(bundle, tmp_path / flavour, flavour=flavour, max_batch=4,
+                           instance_count=2, onnx_threads=2)
+    manifest = read_manifest(bundle)
+    for name in STAGES:
+        config = parse_with_triton(out / name)
+        assert config.name == name and config.max_batch_size == 4
+        assert list(config.dynamic_batching.preferred_batch_size) == [1, 4]
+        assert [(g.count, g.kind) for g in config.instance_group] == [
+            (2, config.instance_group[0].KIND_CPU if flavour == "cpu" else
+             config.instance_group[0].KIND_GPU)]
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        assert params["microgesture_sha256"] == manifest["files"][f"{name}.onnx"]["sha256"]
+        assert (params["microgesture_file"], params["microgesture_precision"]) == (
+            f"{name}.onnx", "fp32")
+        assert (out / name / "1" / "model.onnx").read_bytes() == (bundle / f"{name}.onnx").read_bytes()
+        if flavour == "cpu":
+            assert (config.backend, config.platform) == ("python", "")
+            assert params["onnx_threads"] == "2"
+            assert (out / name / "1" / "model.py").read_text().count("class TritonPythonModel") == 1
+        else:
+            assert (config.backend, config.platform) == ("", "onnxruntime_onnx")
+            assert not (out / name / "1" / "model.py").exists()
+        ins, _ = onnx_io(out / name / "1" / "model.onnx")
+        assert {t.name: list(t.dims) for t in config.input} == {n: d[1:] for n, (_, d) in ins.items()}
+    ensemble = parse_with_triton(out / "window")
+    assert ensemble.platform == "ensemble"
+    steps = ensemble.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["pose", "head"]
+    for step in steps:  # every step feeds every input of a model that exists
+        model = parse_with_triton(out / step.model_name)
+        assert set(step.input_map) == {t.name for t in model.input}
+        assert set(step.output_map) <= {t.name for t in model.output}
+
+
+def test_the_two_flavours_differ_only_in_what_runs_the_stages(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle")
+    gpu = write_repository(bundle, tmp_path / "gpu", device="cpu")
+    cpu = write_repository(bundle, tmp_path / "cpu", flavour="cpu")
+    for name in [*STAGES, "window"]:
+        a, b = parse_with_triton(gpu / name), parse_with_triton(cpu / name)
+        for config in (a, b):
+            config.ClearField("platform")
+            config.ClearField("backend")
+            config.parameters.pop("onnx_threads", None)
+        assert a == b
+
+
+def test_flavour_refusals(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle", engines=True)
+    with pytest.raises(MicrogestureError, match="flavour must be 'gpu'"):
+        write_repository(bundle, tmp_path / "x", flavour="tpu")
+    with pytest.raises(MicrogestureError, match="engines need the gpu flavour"):
+        write_repository(bundle, tmp_path / "x", flavour="cpu", precision="engine")
+    assert not (tmp_path / "x").exists()
