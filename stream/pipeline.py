@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from microgesture.core.backends import open_stage
+from microgesture.stream.startup import open_stages
 from microgesture.core.bundle import read_manifest
+from microgesture.core.manifest_schema import require_window
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.heatmaps import compact_box, joint_heatmaps
 from microgesture.core.layouts import FINGERS, convert, get_layout, missing_joints
@@ -189,9 +190,9 @@ class Recognizer:
         self.precision = precision
         if precision == "engine" and device == "cpu":
             device = None  # a TensorRT engine runs on its GPU
-        self.sessions = {name: open_stage(self.manifest, name, precision, device=device,
-                                          threads=threads)
-                         for name in ("visual", "pose", "head") if name in stages}
+        require_window(self.manifest, bundle)
+        self.sessions = open_stages(self.manifest, ("visual", "pose", "head"), bundle,
+                                    precision=precision, device=device, threads=threads)
         self.head_inputs = tuple(stages["head"]["inputs"])
         self.window = self.manifest["window"]
         pre = self.manifest["preprocessing"]
