@@ -51,6 +51,7 @@ from microgesture.core.pose import RecordedPose, create_estimator
 from microgesture.core.preprocess import (BOX_PADDING, crop_resize, joints_in_box,
                                           normalize_frames, square_box)
 from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
+from microgesture.stream.presence import person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
 from microgesture.stream.sources import Frame, SourceStatus, open_source
@@ -370,6 +371,7 @@ class StreamWorker:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._last_status = ""
+        self._had_person = False
         self._thread = threading.Thread(target=self._loop, name=f"frames-{self.stream_id}",
                                         daemon=True)
         # pose estimation runs a frame ahead on its own thread (MediaPipe releases the
@@ -515,6 +517,13 @@ class StreamWorker:
         if missing:  # frames evicted (should not happen): skip the window, count it
             self.counts["windows_incomplete"] += 1
             return
+        if not person_in_window((entries[i].keypoints, entries[i].scores) for i in window.pose_ids):
+            self.counts["windows_no_person"] += 1  # nobody there: nothing to classify
+            if self._had_person:  # the person left: the active gesture ends
+                rec.jobs.put(("flush", self))
+            self._had_person = False
+            return
+        self._had_person = True
         feeds: dict[str, np.ndarray] = {}
         if "pose" in rec.sessions:
             feeds["heatmaps"] = np.stack([entries[i].heatmap for i in window.pose_ids], 1)[None]
@@ -595,6 +604,7 @@ class StreamWorker:
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "rgb_substituted": self.counts["rgb_substituted"],
                 "encodes_skipped": self.counts["encodes_skipped"],
+                "windows_no_person": self.counts["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
