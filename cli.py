@@ -370,7 +370,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         smoothing=SmoothingOptions(window=args.smooth_windows, start_threshold=args.start_threshold,
                                    end_threshold=args.end_threshold,
                                    min_duration_s=args.min_duration),
-        max_frames=args.max_frames, save_video=args.save_video, show=args.show)
+        max_frames=args.max_frames, save_video=args.save_video, show=args.show,
+        source_options=_source_options(args))
 
     def ready(address, workers):
         if not args.quiet:
@@ -384,6 +385,25 @@ def run_stream_command(args: argparse.Namespace) -> int:
         print(f"microgesture stream: error: {fatal[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _source_options(args: argparse.Namespace) -> dict:
+    """open_source's stall limit and reconnect backoff from --stall-timeout,
+    --reconnect-min and --reconnect-max."""
+    from microgesture.stream.sources import Backoff
+
+    return {"stall_s": args.stall_timeout,
+            "reconnect": Backoff(base_s=args.reconnect_min, max_s=args.reconnect_max)}
+
+
+def _live_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                   help="a live source that sends nothing for S seconds is reported lost and "
+                        "reconnected (default 5)")
+    p.add_argument("--reconnect-min", type=float, default=0.5, metavar="S",
+                   help="first reconnect delay; doubles per failed attempt (default 0.5)")
+    p.add_argument("--reconnect-max", type=float, default=30.0, metavar="S",
+                   help="longest reconnect delay (default 30)")
 
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
@@ -416,6 +436,7 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
     p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
     p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
+    _live_source_options(p)
     p.add_argument("--quiet", action="store_true")
 
 

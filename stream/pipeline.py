@@ -636,6 +636,7 @@ class StreamOptions:
     max_frames: int | None = None
     save_video: str | None = None
     show: bool = False
+    source_options: dict = field(default_factory=dict)  # open_source's: stall_s, reconnect
 
 
 class Overlay:
@@ -715,7 +716,8 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         realtime=options.realtime, hop=options.hop,
                                         span_s=options.span_s,
                                         publish_windows=options.publish_windows,
-                                        frame_sink=overlay, max_frames=options.max_frames))
+                                        frame_sink=overlay, max_frames=options.max_frames,
+                                        **options.source_options))
         if overlay is not None:
             overlay.fps = workers[0].source.fps or 30.0
         if on_ready is not None:  # before any event: a subscriber can connect first

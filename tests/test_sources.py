@@ -142,6 +142,43 @@ def test_a_live_source_stalled_for_seconds_is_lost_before_many_reads_fail():
     assert source.stats().dropped == {"read_failed": 3}
 
 
+def test_a_source_whose_read_hangs_is_lost_within_the_stall_limit_and_reconnects():
+    """A frozen camera: read() blocks with the connection open. The source says `lost`
+    within the stall limit, reconnects, and the frames the frozen capture returns
+    afterwards are never delivered; it is released once its read returns."""
+    freeze = threading.Event()
+    cap1 = FakeCapture(frames_of(8) + [freeze] + frames_of(5, start=8), fps=100)
+    cap2 = FakeCapture(frames_of(5, start=100), fps=100)
+    source = open_source(0, opener=FakeOpener(cap1, cap2), stall_s=0.3, buffer=64,
+                         reconnect=Backoff(base_s=0.05, max_attempts=1))
+    t0 = time.monotonic()
+    items = []
+    while not any(isinstance(i, SourceStatus) and i.event == "reconnected" for i in items):
+        assert time.monotonic() - t0 < 10, events(source)
+        item = source.next_item(timeout=0.2)
+        if item is not None:
+            items.append(item)
+    lost = next(i for i in items if isinstance(i, SourceStatus) and i.event == "lost")
+    assert "stopped sending" in lost.detail and "stall limit 0.3 s" in lost.detail
+    assert (lost.capture_ns - time.monotonic_ns()) / 1e9 + (time.monotonic() - t0) < 3.0
+    assert not cap1.released                      # still stuck in its read
+    freeze.set()                                  # the camera sends again: too late
+    rest = drain(source)
+    numbers = [number(f.image) for f in [i for i in items if isinstance(i, Frame)] + rest]
+    assert numbers == [*range(8), 100, 101, 102, 103, 104]
+    deadline = time.monotonic() + 5
+    while not cap1.released and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cap1.released and cap2.released        # the abandoned capture released itself
+    assert events(source)[:5] == ["connecting", "connected", "lost", "reconnecting", "reconnected"]
+
+
+def test_the_stall_limit_is_checked():
+    for bad in (0, -1, "5", float("inf")):
+        with pytest.raises(MicrogestureError, match="stall limit"):
+            open_source(0, opener=FakeOpener(FakeCapture(frames_of(2))), stall_s=bad)
+
+
 def test_reading_a_source_that_was_not_started():
     source = open_source(0, opener=FakeOpener(FakeCapture(frames_of(3))), start=False)
     with pytest.raises(MicrogestureError, match="start"):
