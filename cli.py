@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.command][2](args) or 0)
     except MicrogestureError as exc:
-        print(f"microgesture {args.command}: error: {exc}", file=sys.stderr)
+        from microgesture.core.redact import redact_text
+
+        print(f"microgesture {args.command}: error: {redact_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"microgesture {args.command}: interrupted", file=sys.stderr)
@@ -362,7 +364,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
     from microgesture.stream.pipeline import SmoothingOptions, StreamOptions, run_stream
 
     options = StreamOptions(
-        bundle=args.bundle, sources=args.source, stream_ids=args.stream_id,
+        bundle=args.bundle, sources=_with_credentials(args, args.source), stream_ids=args.stream_id,
         publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
         span_s=args.span, realtime=args.realtime, events_log=args.events_log,
@@ -382,7 +384,9 @@ def run_stream_command(args: argparse.Namespace) -> int:
     print(json.dumps(summary, default=str))
     fatal = [s["fatal"] for s in summary["streams"].values() if s.get("fatal")]
     if fatal:
-        print(f"microgesture stream: error: {fatal[0]}", file=sys.stderr)
+        from microgesture.core.redact import redact_text
+
+        print(f"microgesture stream: error: {redact_text(fatal[0])}", file=sys.stderr)
         return 2
     return 0
 
@@ -396,7 +400,25 @@ def _source_options(args: argparse.Namespace) -> dict:
             "reconnect": Backoff(base_s=args.reconnect_min, max_s=args.reconnect_max)}
 
 
+def _with_credentials(args: argparse.Namespace, sources: list[str]) -> list[str]:
+    """Network sources with the user:password of --credentials-env / --credentials-file
+    put in (in memory only: never on the command line, where ps shows it)."""
+    from microgesture.core.redact import load_credentials, with_credentials
+
+    userinfo = load_credentials(args.credentials_env, args.credentials_file)
+    return [with_credentials(s, userinfo) for s in sources]
+
+
+def _credentials_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--credentials-env", metavar="VAR",
+                   help="environment variable holding user:password for rtsp:// and http(s):// "
+                        "sources without credentials in their URL (keeps them out of ps)")
+    p.add_argument("--credentials-file", metavar="FILE",
+                   help="file whose first line is user:password, for the same (chmod 600 it)")
+
+
 def _live_source_options(p: argparse.ArgumentParser) -> None:
+    _credentials_options(p)
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="a live source that sends nothing for S seconds is reported lost and "
                         "reconnected (default 5)")
@@ -491,7 +513,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from microgesture.stream.bench import format_report, run_bench
 
     precisions = [p for p in (args.precisions or "").split(",") if p] or None
-    report = run_bench(bundle=args.bundle, source=args.source, precisions=precisions, pose=args.pose,
+    (source,) = _with_credentials(args, [args.source])
+    report = run_bench(bundle=args.bundle, source=source, precisions=precisions, pose=args.pose,
                        duration_s=args.duration, size=args.size, fps=args.fps, hop=args.hop,
                        threads=args.threads, out=args.out, progress=not args.quiet)
     print(format_report(report))
@@ -518,6 +541,7 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per inference session")
     p.add_argument("--out", default="bench-results", help="folder for bench.json and bench.png")
     p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    _credentials_options(p)
     p.add_argument("--quiet", action="store_true")
 
 

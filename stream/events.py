@@ -161,6 +161,7 @@ import numpy as np
 import zmq
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError
+from microgesture.core.redact import redact_text
 
 SCHEMA = "microgesture.event/1"
 SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
@@ -175,7 +176,6 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def check_stream_id(stream_id) -> str:
@@ -774,8 +774,8 @@ class EventPublisher:
         """
         if status not in SOURCE_STATUSES:
             raise ValueError(f"unknown source status {status!r}: expected one of {SOURCE_STATUSES}")
-        body = {"status": status, "detail": _USERINFO.sub("***@", str(detail)),
-                "source": None if source is None else _USERINFO.sub("***@", str(source)),
+        body = {"status": status, "detail": redact_text(detail),
+                "source": None if source is None else redact_text(source),
                 "attempt": None if attempt is None else int(attempt),
                 "size": None if size is None else [int(v) for v in size],
                 "previous_size": None if previous_size is None else [int(v) for v in previous_size]}

@@ -87,11 +87,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError, did_you_mean
+from microgesture.core.redact import redact, redact_text, secrets_of as _secrets_of  # noqa: F401 (re-exported)
 from microgesture.core.video import DEFAULT_VIDEO_FPS, IMAGE_EXTENSIONS, natural_key
 from microgesture.stream.stall import Stalled, TimedReader
 
@@ -304,60 +305,6 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now_ns={self.monotonic_ns()})"
-
-
-# --------------------------------------------------------------------------- redaction
-
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-_SENSITIVE_KEY = re.compile(r"pass|pwd|token|key|secret|auth|sig|credential|session", re.I)
-_QUERY_ITEM = re.compile(r"(^|[&;])([^=&;]*)=([^&;]*)")
-
-
-def redact(url: Any) -> str:
-    """``url`` without its credentials: the user and password become ``***``
-    (``rtsp://***@host:554/stream``) and so do the values of query parameters that look
-    secret (``token``, ``key``, ``password``, ``auth``, ``signature``, ...). Anything
-    that is not a URL is returned unchanged (as a string)."""
-    text = str(url)
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-    except ValueError:   # malformed (e.g. a bad IPv6 literal): hide everything before '@'
-        return re.sub(r"://[^/]*@", "://***@", text)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = _QUERY_ITEM.sub(
-        lambda m: m.group(1) + m.group(2) + "=" + ("***" if _SENSITIVE_KEY.search(m.group(2))
-                                                   else m.group(3)), parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _secrets_of(spec: Any) -> list[str]:
-    """The credential strings inside a URL (raw and percent-decoded), longest first."""
-    text = str(spec)
-    if "://" not in text:
-        return []
-    found: set[str] = set()
-    netloc = text.split("://", 1)[1].split("/", 1)[0]
-    if "@" in netloc:
-        userinfo = netloc.rpartition("@")[0]
-        found.update([userinfo, *userinfo.split(":", 1)])
-    for m in _QUERY_ITEM.finditer(text.partition("?")[2].partition("#")[0]):
-        if _SENSITIVE_KEY.search(m.group(2)):
-            found.add(m.group(3))
-    found |= {unquote(s) for s in found}
-    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
-
-
-def redact_text(text: Any, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every URL in it redacted and every string in ``secrets`` (e.g. a
-    password that an error message quotes on its own) replaced by ``***``."""
-    out = _URL_RE.sub(lambda m: redact(m.group(0)), str(text))
-    for secret in secrets:
-        out = out.replace(secret, "***")
-    return out
 
 
 # --------------------------------------------------------------------------- specs

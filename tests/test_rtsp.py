@@ -238,3 +238,25 @@ def test_a_frozen_rtsp_server_is_lost_within_the_stall_limit_and_comes_back(h264
             os.kill(server.proc.pid, signal.SIGCONT)
         server.kill()
     assert time.monotonic() - start < BUDGET_S
+
+
+def test_bench_on_an_rtsp_source_with_a_password_stores_and_prints_it_redacted(h264_clip, tmp_path):
+    import json
+    import sys
+
+    server = Server(h264_clip)
+    try:
+        url = server.url.replace("rtsp://", "rtsp://admin:S3cr3tPw@")  # the server ignores it
+        result = subprocess.run(
+            [sys.executable, "-m", "microgesture", "bench", "--source", url, "--precisions", "int8",
+             "--pose", "mediapipe-pose", "--duration", "2", "--out", str(tmp_path), "--json"],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        server.kill()
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = (tmp_path / "bench.json").read_text()
+    assert "S3cr3tPw" not in stored + result.stdout + result.stderr
+    report = json.loads(stored)
+    assert report["source"].startswith("rtsp://***@127.0.0.1:")
+    assert report["results"][0]["config"]["source"] == report["source"]
+    assert report["results"][0]["frames"]["captured"] > 0
