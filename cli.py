@@ -366,6 +366,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
     options = StreamOptions(
         bundle=args.bundle, sources=_with_credentials(args, args.source), stream_ids=args.stream_id,
         publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
+        curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
         span_s=args.span, realtime=args.realtime, events_log=args.events_log,
         heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
@@ -437,7 +438,13 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", default="tcp://127.0.0.1:5555",
                    help="ZeroMQ PUB address (loopback unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow binding to a non-loopback address")
+                   help="allow binding to a non-loopback address (encrypt with --curve-secret-key)")
+    p.add_argument("--curve-secret-key", metavar="FILE",
+                   help="encrypt events with CurveZMQ using this server key pair (NAME.key_secret "
+                        "from microgesture keys)")
+    p.add_argument("--curve-clients", metavar="DIR",
+                   help="with --curve-secret-key: folder of the subscribers' public keys "
+                        "(NAME.key); only they receive events")
     p.add_argument("--pose", default="mediapipe",
                    help="mediapipe, mediapipe-pose, tasks:MODEL.task or recorded:FILE.jsonl")
     p.add_argument("--precision", default="auto", help="auto (int8 if the bundle has it), int8, "
@@ -468,7 +475,8 @@ def run_listen(args: argparse.Namespace) -> int:
     types = tuple(t for t in args.types.split(",") if t)
     try:
         listen(args.connect, args.stream, args.json, types, count=args.count,
-               timeout=args.timeout)
+               timeout=args.timeout, curve_server_key=args.curve_server_key,
+               curve_key=args.curve_key)
     except KeyboardInterrupt:
         pass
     return 0
@@ -482,6 +490,10 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="raw JSON, one event per line")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many idle seconds")
+    p.add_argument("--curve-server-key", metavar="FILE",
+                   help="the encrypting publisher's public key (SERVER.key, see microgesture keys)")
+    p.add_argument("--curve-key", metavar="FILE",
+                   help="your key pair (NAME.key_secret), whose NAME.key the publisher admits")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -545,6 +557,21 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def run_keys(args: argparse.Namespace) -> int:
+    from microgesture.stream.curve import write_keypair
+
+    public, secret = write_keypair(args.folder, args.name)
+    print(f"wrote {public} (public: give it to the other side) and {secret} (secret, mode 600: "
+          "keep it here)")
+    return 0
+
+
+def _keys_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="folder to write NAME.key and NAME.key_secret into")
+    p.add_argument("--name", default="server",
+                   help="key name: server for stream, a subscriber's name for listen/clients")
+
+
 # name -> (help, options builder, runner); the order is the order in --help.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
@@ -565,6 +592,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "stream": ("Recognize micro-gestures live (camera, RTSP, file) and publish events over ZeroMQ.",
                _stream_options, run_stream_command),
     "listen": ("Print the events a stream publishes.", _listen_options, run_listen),
+    "keys": ("Write a CurveZMQ key pair for encrypted publishing (stream) and subscribing "
+             "(listen, the Python client).", _keys_options, run_keys),
     "demo": ("The whole product on a synthetic video: stream, subscribe, and score it.",
              _demo_options, run_demo_command),
     "bench": ("Latency, throughput and memory of streaming, precisions side by side (JSON, PNG).",

@@ -622,6 +622,8 @@ class StreamOptions:
     stream_ids: list[str] | None = None
     publish: str = "tcp://127.0.0.1:5555"
     allow_remote: bool = False
+    curve_secret_key: str | None = None  # CurveZMQ (stream.curve): server key pair
+    curve_clients: str | None = None     # folder of the admitted subscribers' public keys
     pose: str = "mediapipe"
     precision: str = "auto"
     device: str = "cpu"
@@ -702,7 +704,9 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
         raise MicrogestureError(f"{len(options.sources)} sources but {len(ids)} stream ids: give one "
                                 "--stream-id per --source, or none")
     publisher = EventPublisher(options.publish, log_path=options.events_log,
-                               allow_remote=options.allow_remote, heartbeat_s=options.heartbeat_s)
+                               allow_remote=options.allow_remote, heartbeat_s=options.heartbeat_s,
+                               curve_secret_key=options.curve_secret_key,
+                               curve_clients=options.curve_clients)
     recognizer = workers = overlay = None
     started = time.monotonic()
     try:
