@@ -705,7 +705,8 @@ class EventPublisher:
         self._socket = context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.IPV6, 1)   # tcp://[::1]:PORT as well as IPv4
+        if "://[" in address:   # an IPv6 literal, e.g. tcp://[::1]:5555
+            self._socket.setsockopt(zmq.IPV6, 1)
         self._auth = None
         try:
             if curve_secret_key:
