@@ -257,8 +257,10 @@ class Recognizer:
                 if jobs:
                     self._run_safely(jobs)
                     jobs = []
-                if isinstance(item, tuple):  # ("flush", stream): the stream ended or was lost
+                if isinstance(item, tuple):  # ("flush", stream[, done]): ended, lost, left
                     item[1].flush_events()
+                    if len(item) > 2:  # someone waits to publish what comes after the end
+                        item[2].set()
             if batch[-1] is None:
                 return
 
@@ -345,7 +347,11 @@ class StreamWorker:
         self.scheduler = WindowScheduler(
             span_ns, win["rgb_frames"], win["pose_frames"],
             hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
-        self.estimator = _Estimator(pose, recognizer.layout)
+        try:
+            self.estimator = _Estimator(pose, recognizer.layout)
+        except BaseException:  # the source's capture thread is running: stop it first
+            self.source.stop()
+            raise
         self.boxes = BoxTracker(span_ns)
         # a live stream that dropped a frame a window samples as RGB takes the encoded
         # frame nearest in time within half an RGB interval instead of encoding anew
@@ -372,6 +378,7 @@ class StreamWorker:
         self._done = threading.Event()
         self._last_status = ""
         self._had_person = False
+        self._started = False
         self._thread = threading.Thread(target=self._loop, name=f"frames-{self.stream_id}",
                                         daemon=True)
         # pose estimation runs a frame ahead on its own thread (MediaPipe releases the
@@ -382,6 +389,7 @@ class StreamWorker:
 
     # ------------------------------------------------------------ pose thread
     def start(self) -> StreamWorker:
+        self._started = True
         self._pose_thread.start()
         self._thread.start()
         return self
@@ -451,20 +459,32 @@ class StreamWorker:
             self._stop.set()
             self.source.stop()
             self._pose_thread.join(10)
-            self.rec.jobs.put(("flush", self))
+            self._flush_and_wait()  # the last gesture's end goes out before `stopped`
             self.rec.publisher.stop_heartbeats(self.stream_id)
             if self._last_status not in ("ended", "stopped"):  # stopped by us: say so last
-                self.rec.publisher.publish_source(self.stream_id, "stopped", "the pipeline stopped")
+                self.rec.publisher.publish_source(self.stream_id, "stopped", "the pipeline stopped",
+                                                  source=self.source.spec)
             self._done.set()
 
     def _status(self, status: SourceStatus) -> None:
+        if status.event in ("lost", "ended", "stopped"):
+            # the active gesture ends first: a client that stops on `ended` has its `end`
+            self._flush_and_wait()
+            self.scheduler.reset()
         self._last_status = status.event
         self.rec.publisher.publish_source(self.stream_id, status.event, status.detail,
-                                          attempt=status.attempt, size=status.size,
-                                          previous_size=status.previous_size)
-        if status.event in ("lost", "ended", "stopped"):
-            self.rec.jobs.put(("flush", self))
-            self.scheduler.reset()
+                                          source=self.source.spec, attempt=status.attempt,
+                                          size=status.size, previous_size=status.previous_size)
+
+    def _flush_and_wait(self, timeout: float = 120.0) -> None:
+        """Run this stream's queued windows and end its active gesture (window thread)."""
+        done = threading.Event()
+        self.rec.jobs.put(("flush", self, done))
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.2):
+            if not self.rec._thread.is_alive() or time.monotonic() > deadline:
+                log.warning("stream %s: the window thread did not flush; going on", self.stream_id)
+                return
 
     def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
@@ -589,6 +609,8 @@ class StreamWorker:
         self.source.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
+        if not self._started:  # never started (a later source failed to open): nothing runs
+            return True
         return self._done.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
