@@ -51,7 +51,7 @@ from microgesture.core.pose import RecordedPose, create_estimator
 from microgesture.core.preprocess import (BOX_PADDING, crop_resize, joints_in_box,
                                           normalize_frames, square_box)
 from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
-from microgesture.stream.presence import person_in_window
+from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
 from microgesture.stream.sources import Frame, SourceStatus, open_source
@@ -140,7 +140,8 @@ class _Estimator:
             scale = np.array([frame.image.shape[1] / pose.width, frame.image.shape[0] / pose.height],
                              np.float32)
             kp = kp * scale
-        return kp.astype(np.float32), sc.astype(np.float32)
+        # absurd coordinates are dropped before any box, crop or heatmap is sized by them
+        return drop_far_joints(kp, sc, (frame.image.shape[1], frame.image.shape[0]))
 
     def close(self) -> None:
         self.estimator.close()

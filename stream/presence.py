@@ -43,3 +43,28 @@ def person_in_window(frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> bool:
     """``frames``: (keypoints, scores) of the window's pose frames."""
     flags = [person_in_frame(kp, sc) for kp, sc in frames]
     return bool(flags) and sum(flags) >= MIN_FRAME_FRACTION * len(flags)
+
+
+FAR_MARGIN = 1.0
+"""Joints more than this many frame sizes outside the frame are dropped (treated as not
+found): a tracker's glitch or a damaged skeleton file, never a person."""
+
+
+def drop_far_joints(keypoints: np.ndarray, scores: np.ndarray,
+                    size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(keypoints, scores)`` with the joints far outside the ``(width, height)`` frame
+    (or not finite) set missing (NaN, score 0), so that no box, crop or heatmap is
+    ever sized by an absurd coordinate."""
+    kp = np.asarray(keypoints, np.float32)
+    sc = np.asarray(scores, np.float32)
+    w, h = size
+    lo = np.array([-FAR_MARGIN * w, -FAR_MARGIN * h], np.float32)
+    hi = np.array([(1 + FAR_MARGIN) * w, (1 + FAR_MARGIN) * h], np.float32)
+    with np.errstate(invalid="ignore"):
+        far = ~(np.isfinite(kp).all(-1) & (kp >= lo).all(-1) & (kp <= hi).all(-1))
+    if not far.any():
+        return kp, sc
+    kp, sc = kp.copy(), sc.copy()
+    kp[far] = np.nan
+    sc[far] = 0.0
+    return kp, sc
