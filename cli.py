@@ -40,6 +40,8 @@ class Parser(argparse.ArgumentParser):
 
 
 _ARGV: list[str] = []
+_VERBOSE_HELP = ("show the native libraries' own log lines (OpenCV, FFmpeg, MediaPipe) and "
+                 "INFO logging; silenced otherwise")
 SUBPARSERS: dict[str, Parser] = {}
 
 
@@ -48,10 +50,14 @@ def build_parser() -> Parser:
                     description="Real-time micro-gesture recognition for live video.",
                     epilog="Run 'microgesture COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"microgesture {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (help_text, build, _run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         build(p)
+        if "--verbose" not in p._option_string_actions:  # also after the command
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help=_VERBOSE_HELP)
         SUBPARSERS[name] = p
     return parser
 
@@ -66,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from microgesture.core.quiet import quiet_native_logs
+
+    # filtering fd 2 is for the real command line, not for main() called in a test
+    quiet_native_logs(verbose=bool(getattr(args, "verbose", False)), filter_stderr=argv is None)
     try:
         return int(COMMANDS[args.command][2](args) or 0)
     except MicrogestureError as exc:
