@@ -444,6 +444,28 @@ def check_qdq_int8(path: str | Path) -> None:
     if "QuantizeLinear" not in ops or "DequantizeLinear" not in ops:
         raise MicrogestureError(f"{Path(path).name} has no QuantizeLinear/DequantizeLinear "
                                 "nodes: it is not a QDQ INT8 graph")
+    _check_zero_points(path, onnx)
+
+
+def _check_zero_points(path: str | Path, onnx) -> None:
+    """TensorRT takes signed int8 with zero points of 0 (symmetric) only."""
+    model = onnx.load(str(path), load_external_data=False)
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zero = consts.get(node.input[2])
+        if zero is None:
+            continue
+        values = onnx.numpy_helper.to_array(zero)
+        if values.dtype != np.int8 or np.any(values != 0):
+            raise MicrogestureError(
+                f"{Path(path).name}: {node.op_type} {node.name or node.output[0]!r} has "
+                f"{values.dtype} zero point(s) {np.unique(values)[:4].tolist()}; TensorRT "
+                "needs signed int8 with zero points of 0: quantize for TensorRT with "
+                "export.quantize.quantize_static_stage(..., for_tensorrt=True)")
 
 
 # --------------------------------------------------------------------------- engines

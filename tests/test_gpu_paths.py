@@ -180,3 +180,29 @@ def test_a_timing_cache_from_another_gpu_is_replaced_not_ignored(tmp_path, monke
     names = [c[0] for c in fake.calls]
     assert ("select_device", 1) in fake.calls
     assert names.index("select_device") < names.index("create_network")
+
+
+# --------------------------------------------------------------------------- INT8 for TensorRT
+def test_int8_for_tensorrt_is_signed_symmetric_and_checked(tmp_path):
+    """ONNX Runtime's default static QDQ (uint8, asymmetric activations) cannot build a
+    TensorRT engine: refused by the zero-point check; quantized for TensorRT it passes."""
+    pytest.importorskip("onnx")
+    from onnx_graphs import stage_model
+
+    from microgesture.export.quantize import quantize_static_stage
+    from microgesture.export.tensorrt import check_qdq_int8
+
+    src = tmp_path / "head.onnx"
+    stage_model(src, {"x": (8,)}, {"y": (4,)})
+    calibration = np.random.default_rng(0).uniform(0.2, 3.0, (8, 8)).astype(np.float32)
+    cpu, trt = tmp_path / "head.int8.onnx", tmp_path / "head.int8-trt.onnx"
+    assert quantize_static_stage(src, cpu, calibration, "x")["activations"] == "uint8"
+    with pytest.raises(MicrogestureError, match="zero point.*for_tensorrt=True"):
+        check_qdq_int8(cpu)
+    info = quantize_static_stage(src, trt, calibration, "x", for_tensorrt=True)
+    assert info["activations"] == "int8 symmetric"
+    check_qdq_int8(trt)
+    import onnx
+    zeros = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(trt)).graph.initializer
+             if t.name.endswith("zero_point")]
+    assert zeros and all(z.dtype == np.int8 and not z.any() for z in zeros)
