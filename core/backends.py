@@ -399,8 +399,12 @@ class OrtBackend(_BackendBase):
     def _missing_provider(ort, wanted: str, available: list[str], allow_fallback: bool) -> None:
         msg = (f"this onnxruntime ({ort.__version__}) has no {wanted} (it has "
                f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime "
-               "(pip uninstall onnxruntime && pip install onnxruntime-gpu) on a machine with an "
-               "NVIDIA GPU, CUDA 12 and cuDNN 9")
+               f"({GPU_INSTALL}) on a machine with an NVIDIA GPU, CUDA 12 and cuDNN 9")
+        both = ort_distributions()
+        if "onnxruntime" in both and len(both) > 1:
+            msg = (f"both {' and '.join(both)} are installed: they share the onnxruntime "
+                   f"package and the CPU wheel's files hide the GPU providers ({wanted} is "
+                   f"missing); keep only the GPU one: {GPU_INSTALL}")
         if not allow_fallback:
             raise MicrogestureError(msg + ", or use device='cpu'")
         warnings.warn(msg + "; running on the CPU", RuntimeWarning, stacklevel=3)
@@ -428,6 +432,26 @@ class OrtBackend(_BackendBase):
 
     def close(self) -> None:
         self._session = None
+
+
+GPU_INSTALL = ("pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+               "'onnxruntime-gpu>=1.17'")
+"""How onnxruntime-gpu takes the place of onnxruntime (``pip install -e '.[gpu]'`` alone
+keeps the CPU wheel, a base dependency, beside it)."""
+
+
+def ort_distributions() -> list[str]:
+    """The installed distributions that provide the ``onnxruntime`` package."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
 
 
 def engine_cache_key(path: str | Path) -> str:

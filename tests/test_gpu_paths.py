@@ -206,3 +206,30 @@ def test_int8_for_tensorrt_is_signed_symmetric_and_checked(tmp_path):
     zeros = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(trt)).graph.initializer
              if t.name.endswith("zero_point")]
     assert zeros and all(z.dtype == np.int8 and not z.any() for z in zeros)
+
+
+# --------------------------------------------------------------------------- packaging
+def test_the_gpu_extra_and_a_cpu_wheel_hiding_the_gpu_providers(linear_model, monkeypatch):
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    gpu = project["project"]["optional-dependencies"]["gpu"]
+    assert any(r.startswith("onnxruntime-gpu") for r in gpu)
+    assert "cuda-python>=12.6.1,<13" in gpu and backends.CUDA_PYTHON == "cuda-python>=12.6.1,<13"
+    # both wheels installed (what `pip install .[gpu]` alone leaves): a clear way out
+    monkeypatch.setattr(backends, "ort_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    if "cuda" in backends.available_devices():
+        pytest.skip("this machine really has CUDA")
+    with pytest.raises(MicrogestureError, match="both onnxruntime and onnxruntime-gpu are "
+                                                "installed.*pip uninstall -y onnxruntime"):
+        backends.OrtBackend(linear_model, device="cuda")
+
+
+@pytest.fixture
+def linear_model(tmp_path):
+    from onnx_graphs import stage_model
+
+    path = tmp_path / "linear.onnx"
+    stage_model(path, {"x": (4,)}, {"y": (3,)})
+    return path
