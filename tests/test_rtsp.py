@@ -193,6 +193,16 @@ def test_rtsp_frames_then_server_dies_then_reconnects(h264_clip):
 STALL_S = 2.0
 
 
+def nth_frame(n: int):
+    """A predicate for consume_until: true at the n-th frame it sees."""
+    seen = [0]
+
+    def predicate(item) -> bool:
+        seen[0] += isinstance(item, Frame)
+        return seen[0] == n
+    return predicate
+
+
 def test_a_frozen_rtsp_server_is_lost_within_the_stall_limit_and_comes_back(h264_clip):
     """kill -STOP keeps the TCP connection open and sends nothing: the source must say
     `lost` within the stall limit, reconnect after SIGCONT, and never deliver the frames
@@ -205,13 +215,7 @@ def test_a_frozen_rtsp_server_is_lost_within_the_stall_limit_and_comes_back(h264
     try:
         source = open_source(server.url, stream_id="frozen", stall_s=STALL_S,
                              reconnect=Backoff(base_s=0.2, max_s=0.5))
-        count = 0
-
-        def tenth_frame(item):
-            nonlocal count
-            count += isinstance(item, Frame)
-            return count == 10
-        before = frames_in(consume_until(source, tenth_frame, 15, "10 frames"))
+        before = frames_in(consume_until(source, nth_frame(10), 15, "10 frames"))
         os.kill(server.proc.pid, signal.SIGSTOP)      # the camera hangs
         frozen_at = time.monotonic_ns()
         items = consume_until(source, is_status("lost"), STALL_S + 10, "`lost` after the freeze")
@@ -225,8 +229,7 @@ def test_a_frozen_rtsp_server_is_lost_within_the_stall_limit_and_comes_back(h264
         resumed_at = time.monotonic_ns()
         items = consume_until(source, is_status("reconnected"), 30, "the source to reconnect")
         assert not [f for f in frames_in(items) if f.capture_ns > frozen_at + 0.5e9]
-        count = 0
-        after = frames_in(consume_until(source, tenth_frame, 15, "frames after reconnecting"))
+        after = frames_in(consume_until(source, nth_frame(10), 15, "frames after reconnecting"))
         check(before + after)
         assert after[0].capture_ns > resumed_at
         assert live_rate(after)                        # live frames, not a burst of old ones

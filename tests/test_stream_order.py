@@ -100,3 +100,15 @@ def test_stream_cli_with_a_pose_estimator_that_cannot_start_exits_2(tmp_path):
             timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
+
+
+def test_stall_and_reconnect_options_are_checked(tmp_path, capsys):
+    from microgesture.cli import main
+
+    base = ["stream", "--bundle", str(DEMO_BUNDLE), "--source", "rtsp://cam/live", "--quiet",
+            "--publish", "tcp://127.0.0.1:*"]
+    assert main(base + ["--reconnect-min", "0"]) == 2
+    assert "base_s" in capsys.readouterr().err
+    assert main(base + ["--reconnect-min", "5", "--reconnect-max", "1"]) == 2
+    assert main(base + ["--stall-timeout", "0"]) == 2
+    assert "stall limit" in capsys.readouterr().err
