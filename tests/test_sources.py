@@ -173,6 +173,35 @@ def test_a_source_whose_read_hangs_is_lost_within_the_stall_limit_and_reconnects
     assert events(source)[:5] == ["connecting", "connected", "lost", "reconnecting", "reconnected"]
 
 
+class _PausingCapture(FakeCapture):
+    """A network stream (with stream timestamps) that pauses for ``pause_s`` before read
+    ``at``, then returns ``burst`` frames it had buffered at once."""
+
+    def __init__(self, frames, clock, at, pause_s, burst, fps=10.0):
+        super().__init__(frames, fps=fps, clock=clock, timestamps=True)
+        self.at, self.pause_s, self.burst = at, pause_s, burst
+
+    def read(self):
+        if self.reads == self.at:
+            self.clock.advance(self.pause_s - self.interval_s)
+        elif self.at < self.reads <= self.at + self.burst:   # already buffered: no wait
+            index = self.reads
+            self.reads += 1
+            return True, self._script[index]
+        return super().read()
+
+
+def test_frames_buffered_during_a_short_pause_are_not_delivered_as_live():
+    clock = FakeClock()
+    cap = _PausingCapture(frames_of(40), clock, at=20, pause_s=2.0, burst=6)
+    source = open_source("rtsp://cam/live", opener=FakeOpener(cap), clock=clock, buffer=64,
+                         reconnect=False)
+    got = [number(f.image) for f in drain(source)]
+    assert 20 not in got and not set(range(20, 26)) & set(got)   # the paused and buffered ones
+    assert 26 in got and got == sorted(got)                      # the live edge onwards
+    assert source.stats().dropped["stale"] == 6
+
+
 def test_the_stall_limit_is_checked():
     for bad in (0, -1, "5", float("inf")):
         with pytest.raises(MicrogestureError, match="stall limit"):
