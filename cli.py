@@ -140,7 +140,15 @@ def run_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         from microgesture.training.synth import make_long_video, write_synthetic
 
-        if args.long:
+        if args.long_videos:
+            from microgesture.training.long_synth import write_long_videos
+
+            r = write_long_videos(args.out, args.long_videos, args.seconds, seed=args.seed,
+                                  size=tuple(args.size), fps=args.fps, workers=args.workers,
+                                  progress=not args.quiet)
+            print(f"wrote {r['videos']} long videos ({r['gestures']} gestures; splits {r['splits']}) "
+                  f"to {r['out_dir']} in {r['seconds']:.1f} s")
+        elif args.long:
             r = make_long_video(args.out, args.long, seed=args.seed, size=tuple(args.size),
                                 fps=args.fps, progress=not args.quiet)
             print(f"wrote {r['video']}: {r['frames']} frames, {len(r['gestures'])} gestures")
@@ -177,7 +185,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True,
                            parser_class=Parser)
     synth = sub.add_parser("synth", help="write the synthetic micro-gesture set (or a long video)")
-    synth.add_argument("out", help="output folder (a set), or an .mp4 path with --long")
+    synth.add_argument("out", help="output folder (a set, or with --long-videos a long-video set), or an "
+                                   ".mp4 path with --long")
     synth.add_argument("--subjects", type=int, default=12)
     synth.add_argument("--clips-per-class", type=int, default=12)
     synth.add_argument("--classes", type=int, default=32, help="the first N iMiGUE classes")
@@ -190,6 +199,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     synth.add_argument("--long", type=float, metavar="SECONDS",
                        help="write one long video of one subject performing several gestures, "
                             "with its skeleton JSONL and ground-truth CSV")
+    synth.add_argument("--long-videos", type=int, metavar="N",
+                       help="write a set of N long videos (one subject each, several gestures with rest "
+                            "between them, split into train/val/test subjects) for eval-online")
+    synth.add_argument("--seconds", type=float, default=60.0,
+                       help="length of each --long-videos video (default: 60)")
     synth.add_argument("--quiet", action="store_true")
     info = sub.add_parser("info", help="check a dataset folder and count its clips")
     info.add_argument("path", help="dataset folder")
@@ -297,6 +311,40 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval_online(args: argparse.Namespace) -> int:
+    from microgesture.stream.online_eval import evaluate_online, format_report
+
+    report = evaluate_online(args.bundle, args.data, args.out, split=args.split, tune=args.tune,
+                             tune_split=args.tune_split, pose=args.pose, precision=args.precision,
+                             plots=not args.no_plots, progress=not args.quiet)
+    print(format_report(report))
+    print(f"wrote {Path(args.out) / 'metrics_online.json'}")
+    return 0
+
+
+def _eval_online_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="exported bundle folder (microgesture export)")
+    p.add_argument("--data", required=True,
+                   help="folder of long videos: intervals.csv (own or data synth --long-videos) or "
+                        "iMiGUE raw (<video>_label.csv)")
+    p.add_argument("--out", default="online-eval",
+                   help="folder for metrics_online.json, timelines/ and events/ (default: online-eval)")
+    p.add_argument("--split", default="auto",
+                   help="videos to score: auto (test if any, else val, else all), train, val, test or "
+                        "all (default: auto)")
+    p.add_argument("--tune", action="store_true",
+                   help="first search the smoothing (thresholds, minimum duration, windows, hop) on the "
+                        "validation videos for the best F1 and store it in the bundle (smoothing.json), "
+                        "where stream uses it as its defaults")
+    p.add_argument("--tune-split", default="val", help="videos to tune on (default: val)")
+    p.add_argument("--pose", default="auto",
+                   help="auto (replay the dataset's skeletons, else mediapipe), or as for stream "
+                        "(default: auto)")
+    p.add_argument("--precision", default="auto", help="as for stream (default: auto)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG timelines")
+    p.add_argument("--quiet", action="store_true")
+
+
 def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder (uses best.safetensors and its split) or a checkpoint")
     p.add_argument("--data", help="dataset folder (default: the run's)")
@@ -371,7 +419,7 @@ def _install_stop_signals():
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
-    from microgesture.stream.pipeline import SmoothingOptions, StreamOptions, run_stream
+    from microgesture.stream.pipeline import StreamOptions, run_stream, smoothing_for
 
     options = StreamOptions(
         bundle=args.bundle, sources=_with_credentials(args, args.source), stream_ids=args.stream_id,
@@ -380,9 +428,9 @@ def run_stream_command(args: argparse.Namespace) -> int:
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
         span_s=args.span, realtime=args.realtime, events_log=args.events_log,
         heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
-        smoothing=SmoothingOptions(window=args.smooth_windows, start_threshold=args.start_threshold,
-                                   end_threshold=args.end_threshold,
-                                   min_duration_s=args.min_duration),
+        smoothing=smoothing_for(args.bundle, window=args.smooth_windows, start_threshold=args.start_threshold,
+                                end_threshold=args.end_threshold, min_duration_s=args.min_duration),
+        silence_report_s=args.silence_report,
         max_frames=args.max_frames, save_video=args.save_video, show=args.show,
         source_options=_source_options(args))
 
@@ -461,17 +509,22 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                                                         "fp32, fp16, engine")
     p.add_argument("--device", default="cpu", help="cpu, cuda or tensorrt")
     p.add_argument("--threads", type=int, default=1, help="threads per inference session")
-    p.add_argument("--hop", type=int, help="frames between windows (default: span / RGB frames)")
+    p.add_argument("--hop", type=int, help="frames between windows (default: the bundle's tuned hop "
+                                           "from eval-online --tune, else span / RGB frames)")
     p.add_argument("--span", type=float, help="seconds a window covers (default: the bundle's)")
     p.add_argument("--realtime", action="store_true", help="pace a file at its frame rate")
     p.add_argument("--events-log", help="also append every event to this JSONL file")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--publish-windows", action="store_true",
                    help="also publish every window's raw scores")
-    p.add_argument("--smooth-windows", type=int, default=4, help="windows averaged")
-    p.add_argument("--start-threshold", type=float, default=0.5)
-    p.add_argument("--end-threshold", type=float, default=0.3)
-    p.add_argument("--min-duration", type=float, default=0.3, help="seconds")
+    tuned = " (default: the bundle's tuned value from eval-online --tune, else %s)"
+    p.add_argument("--smooth-windows", type=int, help="windows averaged" + tuned % 4)
+    p.add_argument("--start-threshold", type=float, help="smoothed score that starts a gesture" + tuned % 0.5)
+    p.add_argument("--end-threshold", type=float, help="smoothed score under which it ends" + tuned % 0.3)
+    p.add_argument("--min-duration", type=float, help="seconds a gesture must last" + tuned % 0.3)
+    p.add_argument("--silence-report", type=float, default=60.0, metavar="SECONDS",
+                   help="live: say why after this many seconds without a gesture event, and again "
+                        "every as many (0: only when the stream ends) (default: 60)")
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
     p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
     p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
@@ -493,6 +546,11 @@ def run_listen(args: argparse.Namespace) -> int:
 
 
 def _listen_options(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("latency = publish time - capture time of the window's last frame. A file streamed "
+                "without --realtime runs on the video's own clock (frame / fps from when it was "
+                "opened), so its latency says how far ahead (negative) or behind that clock the "
+                "pipeline ran, and its lines say 'video clock'; stream with --realtime to measure "
+                "what a camera user waits.")
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="the stream's PUB address")
     p.add_argument("--stream", action="append", help="only these stream ids (repeatable)")
     p.add_argument("--types", default="gesture,source",
@@ -595,6 +653,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
               _train_options, run_train),
     "eval": ("Evaluate a run on held-out subjects: metrics.json and PNG plots.",
              _eval_options, run_eval),
+    "eval-online": ("Stream long videos through a bundle and score its gesture events (MiGA online "
+                    "track F1); --tune the smoothing.", _eval_online_options, run_eval_online),
     "ablate": ("Train and evaluate the paper's ablation set; writes a markdown/JSON table.",
                _ablate_options, run_ablate),
     "export": ("Export a run to a bundle: ONNX stages, int8, TensorRT engines, Triton.",

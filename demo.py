@@ -9,7 +9,11 @@
 3. The streaming pipeline on that video, paced at its frame rate like a camera,
    pose replayed from the recorded skeletons, events published over ZeroMQ.
 4. A ZeroMQ subscriber that receives the events, as any client would.
-5. A summary: gestures performed against gestures detected, event latency p50/p99.
+5. A summary: gestures performed against gestures detected, scored with the MiGA
+   online-track rule that ``microgesture eval-online`` uses (``core.online_metric``:
+   the class matches and the detection's interval, from its events, overlaps the
+   performed gesture with IoU > 0.3; detections of 15 frames or fewer do not count),
+   the delay from each gesture's start to its first event, event latency p50/p99.
 
 This module orchestrates training (the synthetic video), streaming and the client;
 it lives at the top of the package so that those subpackages never import each other.
@@ -72,35 +76,33 @@ def build_bundle(out: Path, progress: bool = True, epochs: int = 12) -> Path:
     return out
 
 
-def read_truth(path: Path, fps: float) -> list[dict[str, Any]]:
+def read_truth(path: Path) -> list:
+    """The performed gestures of the demo video's ``_gt.csv`` (``end_frame`` exclusive) as
+    inclusive frame intervals (``core.online_metric.Interval``)."""
+    from microgesture.core.online_metric import Interval
+
     with open(path, newline="") as f:
-        return [{"label": r["label"], "start_s": int(r["start_frame"]) / fps,
-                 "end_s": int(r["end_frame"]) / fps} for r in csv.DictReader(f)]
+        return [Interval(r["label"], int(r["start_frame"]), int(r["end_frame"]) - 1) for r in csv.DictReader(f)]
 
 
-def match(truth: list[dict], detected: list[dict], tolerance_s: float = 1.0) -> dict[str, Any]:
-    """Pair detections with performed gestures: same label, overlapping in time (a
-    detection may end up to ``tolerance_s`` late: windows lag the movement)."""
-    used: set[int] = set()
-    rows = []
-    for g in truth:
-        hit = None
-        for i, d in enumerate(detected):
-            if i in used or d["label"] != g["label"]:
-                continue
-            if d["start_s"] <= g["end_s"] + tolerance_s and d["end_s"] >= g["start_s"]:
-                hit = i
-                break
-        if hit is not None:
-            used.add(hit)
-        rows.append({**g, "detected": hit is not None,
-                     "delay_s": None if hit is None else detected[hit]["start_s"] - g["start_s"]})
-    found = sum(r["detected"] for r in rows)
-    return {"performed": len(truth), "detected": len(detected), "matched": found,
-            "recall": found / max(1, len(truth)),
-            "precision": len(used) / max(1, len(detected)),
-            "gestures": rows,
-            "false_detections": [d for i, d in enumerate(detected) if i not in used]}
+def match(truth: list, detections: list, fps: float) -> dict[str, Any]:
+    """Score the detections as ``microgesture eval-online`` does (MiGA online track) and
+    lay the result out per performed gesture, in seconds."""
+    from microgesture.core.online_metric import match_video, score_online
+
+    m = match_video(truth, detections, fps=fps)
+    hit = {t: m.kept[d] for d, t, _ in m.pairs}
+    rows = [{"label": g.label, "start_s": g.start / fps, "end_s": (g.end + 1) / fps, "detected": j in hit,
+             "delay_s": (hit[j].announced - g.start) / fps if j in hit and hit[j].announced is not None
+             else None} for j, g in enumerate(m.truth)]
+    used = m.matched_detections()
+    score = score_online({"demo": m})
+    return {"performed": len(truth), "detected": len(detections), "matched": m.tp,
+            "recall": score["recall"], "precision": score["precision"], "f1": score["f1"],
+            "dropped": len(m.dropped), "gestures": rows,
+            "false_detections": [{"label": d.label, "start_s": d.start / fps, "end_s": (d.end + 1) / fps}
+                                 for i, d in enumerate(m.kept) if i not in used],
+            "online": {k: v for k, v in score.items() if k != "per_video"}}
 
 
 def run_demo(duration_s: float = 60.0, seed: int = 0, bundle: str | None = None,
@@ -162,12 +164,10 @@ def run_demo(duration_s: float = 60.0, seed: int = 0, bundle: str | None = None,
     listener.join(10)
 
     gestures = [e for e in received if e.get("type") == "gesture"]
-    import cv2
+    from microgesture.stream.online_eval import detections_from_events, video_fps
 
-    fps = cv2.VideoCapture(str(paths["video"])).get(cv2.CAP_PROP_FPS) or 15.0
-    detected = _detections(gestures, _frame0_ns(gestures, fps))
-    truth = read_truth(paths["truth"], fps)
-    result = match(truth, detected)
+    fps = video_fps(paths["video"])
+    result = match(read_truth(paths["truth"]), detections_from_events(gestures), fps)
     latencies = np.array([e["latency_ms"]["total"] for e in gestures if e["phase"] == "start"])
     all_lat = np.array([e["latency_ms"]["total"] for e in gestures])
     result.update({
@@ -184,30 +184,6 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if values.size else None
 
 
-def _frame0_ns(events: list[dict], fps: float) -> int:
-    """When the video's frame 0 was captured (events carry capture times and frame ids;
-    the file is paced at its frame rate)."""
-    if not events:
-        return 0
-    w = events[0]["window"]
-    return int(w["last_capture_ns"] - w["last_frame"] / fps * 1e9)
-
-
-def _detections(events: list[dict], origin_ns: int) -> list[dict]:
-    """Gestures as (label, start_s, end_s) from start/end events, in seconds from origin."""
-    open_: dict[int, dict] = {}
-    out = []
-    for e in events:
-        if e["phase"] == "start":
-            open_[e["gesture_id"]] = {"label": e["label"], "score": e["score"],
-                                      "start_s": (e["start_ns"] - origin_ns) / 1e9}
-        elif e["phase"] == "end" and e["gesture_id"] in open_:
-            d = open_.pop(e["gesture_id"])
-            d["end_s"] = (e["end_ns"] - origin_ns) / 1e9
-            out.append(d)
-    return out
-
-
 def format_summary(result: dict[str, Any]) -> str:
     lines = ["", "gesture performed                         start    end   detected  delay"]
     for g in result["gestures"]:
@@ -220,7 +196,8 @@ def format_summary(result: dict[str, Any]) -> str:
     lines += ["",
               f"performed {result['performed']}, detected {result['detected']}, matched "
               f"{result['matched']}: recall {result['recall']:.2f}, precision "
-              f"{result['precision']:.2f}",
+              f"{result['precision']:.2f}, F1 {result['f1']:.2f} (MiGA online track: same class, "
+              f"IoU > 0.3; detections of <= 15 frames dropped: {result['dropped']})",
               "event latency: not measured (--fast replays faster than a camera)" if lat is None else
               f"event latency (last frame captured -> event published): p50 "
               f"{_ms(lat['p50'])}, p99 {_ms(lat['p99'])} over {lat['n']} events",

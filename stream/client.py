@@ -248,6 +248,14 @@ def _num(value, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
+def _latency(event: Event) -> str:
+    """The latency, and for a file streamed faster than its frame rate what it means there."""
+    text = f"  latency {_num((event.get('latency_ms') or {}).get('total'), '.1f')} ms"
+    if event.get("paced") is False:
+        text += " (video clock: file streamed faster than real time)"
+    return text
+
+
 def format_event(event: Event) -> str:
     """One readable line for an event: time, stream, seq, what happened, latency.
 
@@ -257,6 +265,9 @@ def format_event(event: Event) -> str:
         10:15:03.845  cam0  #19  end     touching jaw [10]  score 0.32  1.60 s (below_threshold)  latency 88.0 ms
         10:15:04.000  cam0  #20  heartbeat  29.9 fps  dropped 3  windows 240 run / 2 skipped  queues frames=1
         10:15:05.100  cam0  #21  source  lost: read failed
+
+    A file streamed faster than its frame rate (``"paced": false``) has capture times
+    on the video's own clock: its latency gets ``(video clock: ...)`` after it.
     """
     type_ = event.get("type")
     head = f"{_clock(event.get('time'))}  {event.get('stream', '?')}  #{event.get('seq', '?')}  "
@@ -268,7 +279,7 @@ def format_event(event: Event) -> str:
             text += f"  {_num((event.get('duration_ms') or 0) / 1e3, '.2f')} s"
         if event.get("reason"):
             text += f" ({event['reason']})"
-        text += f"  latency {_num((event.get('latency_ms') or {}).get('total'), '.1f')} ms"
+        text += _latency(event)
     elif type_ == "heartbeat":
         stats = event.get("stats") or {}
         parts = ["heartbeat"]
@@ -291,8 +302,7 @@ def format_event(event: Event) -> str:
         text = f"source  {event.get('status', '?')}" + (f": {detail}" if detail else "")
     elif type_ == "window":
         top = ", ".join(f"{label} {_num(score, '.2f')}" for label, score in (event.get("top_k") or [])[:3])
-        text = (f"window {(event.get('window') or {}).get('index', '?')}  {top}  "
-                f"latency {_num((event.get('latency_ms') or {}).get('total'), '.1f')} ms")
+        text = f"window {(event.get('window') or {}).get('index', '?')}  {top}" + _latency(event)
     else:
         text = str(type_)
     if event.get("_gap"):

@@ -40,6 +40,20 @@ moment all its evidence existed. For one gesture:
   ``flush``). ``end_ns`` is the time of that window (of the last window seen,
   for a flush).
 
+Where the gesture was. A window covers the last few seconds, so a gesture is
+announced well after it began. Each event therefore also carries the interval
+of video it describes (:class:`VideoInterval`), from the windows that voted for
+it: a window votes when its own (unsmoothed) score for the class is at least
+``end_threshold``; the votes are the windows averaged when the candidate
+appeared and every window after it while the gesture holds (not the one that
+ends it). A window stands for the moment ``interval_anchor`` (0.5: its middle)
+of the way through its span; the interval runs from the first voter's moment to
+the last one's, in frame ids and capture times. ``start`` and ``update`` carry the
+interval so far, ``end`` the final one. A window is positive once the gesture
+fills a good part of it, so its middle, not its last frame, is the better guess
+of when the movement happened; online evaluation (``microgesture eval-online``)
+scores these intervals.
+
 Hysteresis: between the two thresholds nothing changes, so a score hovering
 around ``start_threshold`` cannot make a gesture flap. A ``background`` class
 (a "no gesture" label) never produces events but takes over like any class.
@@ -72,7 +86,14 @@ that produced the event: ``index``, ``first_frame``, ``last_frame``,
 ``frame_ids`` (RGB-sampled), ``pose_frame_ids``, ``first_capture_ns``,
 ``last_capture_ns``, ``first_capture``, ``last_capture``), ``latency_ms``
 (stage -> ms as the pipeline measured them, plus ``total`` = publish time - last
-frame's capture time) and ``model``. Example (``start``)::
+frame's capture time), ``model``, ``paced`` and ``interval`` (the part of the
+video the gesture occupied, see above: ``first_frame``, ``last_frame``,
+``first_capture_ns``, ``last_capture_ns``, ``first_capture``, ``last_capture``,
+``windows``; null if unknown). ``paced`` is false for a file streamed faster than
+its frame rate: its capture times are then the video's own time (frame / fps from
+the moment it was opened), not when the frame was read, so ``latency_ms.total``
+says how far ahead of (negative) or behind the video's clock the pipeline ran,
+not how long a camera user waits. Example (``start``)::
 
     {"schema": "microgesture.event/1", "type": "gesture", "stream": "cam0",
      "seq": 12, "type_seq": 3, "time_ns": 5123456789012,
@@ -105,7 +126,7 @@ replaced by ``***@``), ``attempt`` (reconnect attempt), ``size`` and
 ``previous_size`` (``[width, height]``); null when unknown.
 
 ``window`` (off unless the pipeline publishes it) adds ``window``, ``scores``
-(the raw probabilities, one per class id), ``top_k``, ``latency_ms``, ``model``.
+(the raw probabilities, one per class id), ``top_k``, ``latency_ms``, ``model``, ``paced``.
 
 Publisher
 ---------
@@ -213,10 +234,11 @@ class WindowInfo:
     pose_frame_ids: tuple[int, ...] = ()  # pose-sampled frame ids
     latency_ms: Mapping[str, float] = field(default_factory=dict)
     model_id: str = ""
+    paced: bool = True                    # capture times are real (live, or a file at its frame rate)
 
     @classmethod
     def from_window(cls, window, stream_id: str, latency_ms: Mapping[str, float] | None = None,
-                    model_id: str = "") -> WindowInfo:
+                    model_id: str = "", paced: bool = True) -> WindowInfo:
         """From a ``stream.scheduler.Window`` (read by attribute: ``index``, ``rgb_ids``,
         ``pose_ids``, ``start_ns``, ``last_frame_id``, ``last_capture_ns``). The first
         frame is the earliest sampled one; ``first_capture_ns`` the start of the span."""
@@ -224,7 +246,18 @@ class WindowInfo:
         return cls(stream_id, int(window.index), int(min(sampled, default=window.last_frame_id)),
                    int(window.last_frame_id), int(window.start_ns), int(window.last_capture_ns),
                    tuple(int(i) for i in window.rgb_ids), tuple(int(i) for i in window.pose_ids),
-                   dict(latency_ms or {}), model_id)
+                   dict(latency_ms or {}), model_id, bool(paced))
+
+
+@dataclass(frozen=True)
+class VideoInterval:
+    """The part of the video a gesture event describes (see "Where the gesture was")."""
+
+    first_frame: int
+    last_frame: int
+    first_capture_ns: int
+    last_capture_ns: int
+    windows: int                          # windows that voted for the gesture
 
 
 @dataclass(frozen=True)
@@ -241,6 +274,7 @@ class GestureEvent:
     end_ns: int | None                        # set for "end" only
     window: WindowInfo                        # the window that produced the event
     reason: str | None = None                 # why it ended ("end" only)
+    interval: VideoInterval | None = None     # where in the video the gesture was
 
     @property
     def stream_id(self) -> str:
@@ -312,7 +346,15 @@ def _gesture_body(ev: GestureEvent, now: int, offset: int) -> dict:
             "end_time": None if ev.end_ns is None else wall_time(ev.end_ns, offset),
             "duration_ms": round(ev.duration_s * 1e3, 3), "reason": ev.reason,
             "window": _window_json(ev.window, offset), "latency_ms": _latency_json(ev.window, now),
-            "model": ev.window.model_id}
+            "model": ev.window.model_id, "paced": bool(ev.window.paced),
+            "interval": None if ev.interval is None else _interval_json(ev.interval, offset)}
+
+
+def _interval_json(iv: VideoInterval, offset: int) -> dict:
+    return {"first_frame": int(iv.first_frame), "last_frame": int(iv.last_frame),
+            "first_capture_ns": int(iv.first_capture_ns), "last_capture_ns": int(iv.last_capture_ns),
+            "first_capture": wall_time(iv.first_capture_ns, offset),
+            "last_capture": wall_time(iv.last_capture_ns, offset), "windows": int(iv.windows)}
 
 
 def _top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> tuple[tuple[str, float], ...]:
@@ -435,6 +477,9 @@ class _Track:
     start_ns: int
     gesture_id: int | None = None   # set when the start is published
     windows: int = 0                # windows since the start was published
+    first: WindowInfo | None = None  # the earliest and latest windows that voted for it
+    last: WindowInfo | None = None
+    votes: int = 0
 
 
 class GestureSmoother:
@@ -455,7 +500,7 @@ class GestureSmoother:
 
     def __init__(self, labels: Sequence[str], window: int = 4, start_threshold: float = 0.6,
                  end_threshold: float = 0.4, min_duration_s: float = 0.25, update_every: int = 4,
-                 top_k: int = 5, background: str | int | None = None):
+                 top_k: int = 5, background: str | int | None = None, interval_anchor: float = 0.5):
         self.labels = tuple(str(label) for label in labels)
         if not self.labels:
             raise MicrogestureError("GestureSmoother needs at least one class label.")
@@ -479,7 +524,12 @@ class GestureSmoother:
         self.update_every = int(update_every)
         self.top_k = min(int(top_k), len(self.labels))
         self.background = self._class_id(background) if background is not None else None
+        if not 0 <= interval_anchor <= 1:
+            raise MicrogestureError(f"interval_anchor must be in [0, 1] (0: a window's first frame, 1: its "
+                                    f"last), got {interval_anchor!r}.")
+        self.interval_anchor = float(interval_anchor)
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
+        self._infos: deque[WindowInfo] = deque(maxlen=self.window)
         self._track: _Track | None = None
         self._last_window: WindowInfo | None = None
         self._last_time: int | None = None
@@ -528,6 +578,7 @@ class GestureSmoother:
         self._last_time, self._last_window = t, window
         self.windows += 1
         self._history.append(p)
+        self._infos.append(window)
         avg = np.mean(self._history, axis=0) if len(self._history) > 1 else p
         self._smoothed = avg
         top = int(np.argmax(avg))
@@ -542,14 +593,21 @@ class GestureSmoother:
                 events += self._end(track, score, topk, window, t, "takeover")
             elif score < self.end_threshold:
                 events += self._end(track, score, topk, window, t, "below_threshold")
-            elif track.gesture_id is None:
-                events += self._maybe_start(track, score, topk, window, t)
             else:
-                track.windows += 1
-                if self.update_every and track.windows % self.update_every == 0:
-                    events.append(self._event("update", track, score, topk, window))
+                self._vote(track, p, window)
+                if track.gesture_id is None:
+                    events += self._maybe_start(track, score, topk, window, t)
+                else:
+                    track.windows += 1
+                    if self.update_every and track.windows % self.update_every == 0:
+                        events.append(self._event("update", track, score, topk, window))
         if self._track is None and top_qualifies and top != self.background:
             self._track = _Track(top, t)
+            for old_p, old_window in zip(self._history, self._infos):   # the windows averaged
+                self._vote(self._track, old_p, old_window)
+            if self._track.first is None:   # none on its own above end_threshold: the newest
+                self._track.first = self._track.last = window
+                self._track.votes = 1
             events += self._maybe_start(self._track, float(avg[top]), topk, window, t)
         return events
 
@@ -562,12 +620,35 @@ class GestureSmoother:
             events = self._end(self._track, score, topk, self._last_window, self._last_time, "flush")
         self._track = None
         self._history.clear()
+        self._infos.clear()
         self._smoothed = None
         return events
 
+    def _vote(self, track: _Track, p: np.ndarray, window: WindowInfo) -> None:
+        """A window votes for the gesture when its own score for the class is at least
+        ``end_threshold`` (the level at which the gesture holds)."""
+        if p[track.class_id] >= self.end_threshold:
+            if track.first is None:
+                track.first = window
+            track.last = window
+            track.votes += 1
+
+    def _point(self, w: WindowInfo) -> tuple[int, int]:
+        """The frame and capture time ``interval_anchor`` of the way through a window's span."""
+        a = self.interval_anchor
+        frame = w.first_frame + a * (w.last_frame - w.first_frame)
+        ns = w.first_capture_ns + a * (w.last_capture_ns - w.first_capture_ns)
+        return int(round(frame)), int(round(ns))
+
+    def _interval(self, track: _Track) -> VideoInterval | None:
+        if track.first is None:
+            return None
+        (f0, t0), (f1, t1) = self._point(track.first), self._point(track.last)
+        return VideoInterval(f0, max(f0, f1), t0, max(t0, t1), track.votes)
+
     def _event(self, phase, track, score, topk, window, end_ns=None, reason=None) -> GestureEvent:
         return GestureEvent(phase, track.gesture_id, track.class_id, self.labels[track.class_id], score,
-                            topk, track.start_ns, end_ns, window, reason)
+                            topk, track.start_ns, end_ns, window, reason, self._interval(track))
 
     def _maybe_start(self, track, score, topk, window, t) -> list[GestureEvent]:
         if t - track.start_ns < self.min_duration_ns:
@@ -824,7 +905,7 @@ class EventPublisher:
         return self._send("window", window.stream_id, lambda now, off: {
             "window": _window_json(window, off), "scores": [round(float(s), 4) for s in p],
             "top_k": _top_k_json(_top_k(p, list(labels), top_k)),
-            "latency_ms": _latency_json(window, now), "model": window.model_id})
+            "latency_ms": _latency_json(window, now), "model": window.model_id, "paced": bool(window.paced)})
 
     # -- heartbeats
 

@@ -45,6 +45,7 @@ from microgesture.stream.startup import open_stages
 from microgesture.core.bundle import read_manifest
 from microgesture.core.manifest_schema import require_window
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.tuned import read_tuned
 from microgesture.core.heatmaps import compact_box, joint_heatmaps
 from microgesture.core.layouts import FINGERS, convert, get_layout, missing_joints
 from microgesture.core.pose import RecordedPose, create_estimator
@@ -54,6 +55,7 @@ from microgesture.stream.events import EventPublisher, GestureSmoother, WindowIn
 from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
+from microgesture.stream.silence import SilenceWatch
 from microgesture.stream.sources import Frame, SourceStatus, open_source
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,17 @@ class SmoothingOptions:
     end_threshold: float = 0.3
     min_duration_s: float = 0.3
     update_every: int = 4
+
+
+def smoothing_for(bundle: str, **given) -> SmoothingOptions:
+    """The smoothing a stream of ``bundle`` uses: the options ``given`` (None: not given),
+    else the bundle's tuned settings (``core.tuned``: eval-online --tune), else the defaults."""
+    from dataclasses import fields, replace
+
+    names = {f.name for f in fields(SmoothingOptions)}
+    tuned = read_tuned(bundle) or {}
+    return replace(SmoothingOptions(), **{k: v for k, v in {**tuned, **given}.items()
+                                          if k in names and v is not None})
 
 
 def event_stream_id(spec: Any) -> str:
@@ -202,7 +215,8 @@ class Recognizer:
         self.labels = list(self.manifest["labels"])
         self.layout = self.window["layout"]
         self.num_joints = get_layout(self.layout).num_joints
-        self.smoothing = smoothing or SmoothingOptions()
+        self.smoothing = smoothing or smoothing_for(bundle)
+        self.tuned_hop_s = (read_tuned(bundle) or {}).get("hop_s")  # eval-online --tune's hop
         self.model_id = model_id or f"{self.manifest['model']['name']}-{precision}"
         self.publisher = publisher
         self.max_batch = max_batch
@@ -335,7 +349,8 @@ class StreamWorker:
     def __init__(self, recognizer: Recognizer, source_spec: str, stream_id: str | None = None,
                  pose: str = "mediapipe", realtime: bool = False, hop: int | None = None,
                  span_s: float | None = None, publish_windows: bool = False,
-                 frame_sink=None, max_frames: int | None = None, **source_options):
+                 frame_sink=None, max_frames: int | None = None, silence_report_s: float = 60.0,
+                 **source_options):
         self.rec = recognizer
         win = recognizer.window
         self.source = open_source(source_spec, stream_id=stream_id or event_stream_id(source_spec),
@@ -345,6 +360,8 @@ class StreamWorker:
         fps = self.source.fps or 30.0
         span_ns = int((span_s or win["span_s"]) * 1e9)
         span_frames = max(win["rgb_frames"], round(span_ns * fps / 1e9))
+        if not hop and recognizer.tuned_hop_s:
+            hop = max(1, round(recognizer.tuned_hop_s * fps))
         self.scheduler = WindowScheduler(
             span_ns, win["rgb_frames"], win["pose_frames"],
             hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
@@ -365,6 +382,9 @@ class StreamWorker:
                                         end_threshold=recognizer.smoothing.end_threshold,
                                         min_duration_s=recognizer.smoothing.min_duration_s,
                                         update_every=recognizer.smoothing.update_every)
+        self.silence = SilenceWatch(recognizer.labels, recognizer.smoothing.start_threshold,
+                                    recognizer.smoothing.min_duration_s, span_ns / 1e9, fps)
+        self.silence_report_s = silence_report_s
         self.publish_windows = publish_windows
         self.frame_sink = frame_sink
         self.max_frames = max_frames
@@ -490,6 +510,7 @@ class StreamWorker:
     def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
         self.counts["frames"] += 1
+        self.silence.frame(frame.capture_ns, bool((sc > 0).any()))
         image = frame.image
         size = (image.shape[1], image.shape[0])
         t1 = time.perf_counter()
@@ -569,7 +590,7 @@ class StreamWorker:
         last = entries[window.last_frame_id]
         latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms, "tokens": encode_ms,
                    "assemble": (time.perf_counter() - t0) * 1e3}
-        info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id)
+        info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id, paced=self.live)
         job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency,
                          tokens if "visual" in rec.sessions else None)
         if rec.submit(job, wait=not self.live):
@@ -595,14 +616,26 @@ class StreamWorker:
         self.last_scores = (scores, info)
         if self.publish_windows:
             self.rec.publisher.publish_window(info, scores, self.rec.labels)
+        published = len(self.events)
         for event in self.smoother.feed(scores, info):
             self.events.append(self.rec.publisher.publish(event))
             self.active = None if event.phase == "end" else self.events[-1]
+        self.silence.window(self.smoother.smoothed, info.last_frame)
+        if len(self.events) > published:
+            self.silence.gesture(self.smoother.suppressed)
+        elif self.live and self.silence.due(info.last_capture_ns, self.silence_report_s):
+            report = self.no_events_report(info.last_capture_ns)
+            log.warning("stream %s: no gesture event for %.0f s: %s", self.stream_id,
+                        report["seconds"] or 0, report["message"])
 
     def flush_events(self) -> None:
         for event in self.smoother.flush():
             self.events.append(self.rec.publisher.publish(event))
         self.active = None
+
+    def no_events_report(self, now_ns: int | None = None) -> dict:
+        """Why this stream published no gesture event since its last one (``stream.silence``)."""
+        return self.silence.report(self.stats(), self.smoother.suppressed, now_ns)
 
     # ------------------------------------------------------------ control
     def stop(self) -> None:
@@ -657,7 +690,8 @@ class StreamOptions:
     events_log: str | None = None
     heartbeat_s: float = 1.0
     publish_windows: bool = False
-    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+    smoothing: SmoothingOptions | None = None   # None: the bundle's tuned settings, else the defaults
+    silence_report_s: float = 60.0              # live: say why every this many seconds without events
     max_frames: int | None = None
     save_video: str | None = None
     show: bool = False
@@ -744,6 +778,7 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         span_s=options.span_s,
                                         publish_windows=options.publish_windows,
                                         frame_sink=overlay, max_frames=options.max_frames,
+                                        silence_report_s=options.silence_report_s,
                                         **options.source_options))
         if overlay is not None:
             overlay.fps = workers[0].source.fps or 30.0
@@ -767,10 +802,19 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
             w.estimator.close()
         publisher.close()
     elapsed = time.monotonic() - started
+    silent = {}
+    for w in workers or []:
+        if not any(e.get("type") == "gesture" for e in w.events):
+            silent[w.stream_id] = w.no_events_report()
+            log.warning("stream %s ended with no gesture event: %s", w.stream_id,
+                        silent[w.stream_id]["message"])
     return {"seconds": elapsed, "bundle": options.bundle,
             "precision": recognizer.precision,
             "providers": {k: list(v.providers) for k, v in recognizer.sessions.items()},
             "publish": publisher.endpoint, "events_log": options.events_log,
             "streams": {w.stream_id: {**w.stats(), "events": len(w.events),
-                                      "fatal": getattr(w, "fatal", None)} for w in workers},
-            "windows_run": recognizer.windows_run, "batches": recognizer.batches}
+                                      "fatal": getattr(w, "fatal", None),
+                                      **({"no_events": silent[w.stream_id]} if w.stream_id in silent else {})}
+                        for w in workers},
+            "windows_run": recognizer.windows_run, "batches": recognizer.batches,
+            "smoothing": {**recognizer.smoothing.__dict__, "tuned_hop_s": recognizer.tuned_hop_s}}
