@@ -47,11 +47,13 @@ _filter: _StderrFilter | None = None
 
 
 def quiet_native_logs(verbose: bool = False, filter_stderr: bool = True) -> None:
-    """Silence the native libraries (see the module notes); idempotent."""
+    """Silence the native libraries (see the module notes); idempotent. ``filter_stderr``
+    is for a whole process (the command line): False (main() called from a program or a
+    test) changes neither its environment nor its stderr, only OpenCV's level."""
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return
-    for key, value in ENVIRONMENT.items():
+    for key, value in (ENVIRONMENT if filter_stderr else {}).items():
         os.environ.setdefault(key, value)
     if "cv2" in sys.modules:   # already imported: its level was read; set it now
         try:

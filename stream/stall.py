@@ -94,8 +94,12 @@ class TimedReader:
     def abandoned(self) -> bool:
         return self._abandoned
 
-    def close(self) -> None:
-        """Stop the thread; it releases the capture (now, or when a stuck read returns)."""
+    def close(self, wait_s: float = 2.0) -> None:
+        """Stop the thread; it releases the capture, now (waited for, up to ``wait_s``) or,
+        after a stuck read, when that read returns (not waited for)."""
         with self._lock:
             self._closed = True
+            stuck = self._abandoned
         self._want.set()
+        if not stuck and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
