@@ -702,9 +702,10 @@ def check_bind_address(address: str, allow_remote: bool = False) -> str:
         local = False
     if not local and not allow_remote:
         raise MicrogestureError(
-            f"refusing to publish on {address}: it is reachable from other machines and gesture events "
-            f"are not authenticated. Publish on loopback ({DEFAULT_ADDRESS}) or ipc, or allow it "
-            f"explicitly (allow_remote=True; on the command line --allow-remote).")
+            f"refusing to publish on {address}: it is reachable from other machines. Publish on "
+            f"loopback ({DEFAULT_ADDRESS}) or ipc, or allow it explicitly (allow_remote=True; on the "
+            f"command line --allow-remote, with --curve-secret-key and --curve-clients to encrypt "
+            f"the events and admit only known subscribers).")
     return address
 
 
