@@ -40,6 +40,8 @@ class Parser(argparse.ArgumentParser):
 
 
 _ARGV: list[str] = []
+_VERBOSE_HELP = ("show the native libraries' own log lines (OpenCV, FFmpeg, MediaPipe) and "
+                 "INFO logging; silenced otherwise")
 SUBPARSERS: dict[str, Parser] = {}
 
 
@@ -48,10 +50,14 @@ def build_parser() -> Parser:
                     description="Real-time micro-gesture recognition for live video.",
                     epilog="Run 'microgesture COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"microgesture {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (help_text, build, _run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         build(p)
+        if "--verbose" not in p._option_string_actions:  # also after the command
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help=_VERBOSE_HELP)
         SUBPARSERS[name] = p
     return parser
 
@@ -66,10 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from microgesture.core.quiet import quiet_native_logs
+
+    # filtering fd 2 is for the real command line, not for main() called in a test
+    quiet_native_logs(verbose=bool(getattr(args, "verbose", False)), filter_stderr=argv is None)
     try:
         return int(COMMANDS[args.command][2](args) or 0)
     except MicrogestureError as exc:
-        print(f"microgesture {args.command}: error: {exc}", file=sys.stderr)
+        from microgesture.core.redact import redact_text
+
+        print(f"microgesture {args.command}: error: {redact_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"microgesture {args.command}: interrupted", file=sys.stderr)
@@ -410,8 +422,9 @@ def run_stream_command(args: argparse.Namespace) -> int:
     from microgesture.stream.pipeline import StreamOptions, run_stream, smoothing_for
 
     options = StreamOptions(
-        bundle=args.bundle, sources=args.source, stream_ids=args.stream_id,
+        bundle=args.bundle, sources=_with_credentials(args, args.source), stream_ids=args.stream_id,
         publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
+        curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
         span_s=args.span, realtime=args.realtime, events_log=args.events_log,
         heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
@@ -419,7 +432,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
                                 end_threshold=args.end_threshold, min_duration_s=args.min_duration),
         silence_report_s=args.silence_report,
         max_frames=args.max_frames, save_video=args.save_video, show=args.show,
-        triton=args.triton)
+        triton=args.triton, source_options=_source_options(args))
 
     def ready(address, workers):
         if not args.quiet:
@@ -430,9 +443,48 @@ def run_stream_command(args: argparse.Namespace) -> int:
     print(json.dumps(summary, default=str))
     fatal = [s["fatal"] for s in summary["streams"].values() if s.get("fatal")]
     if fatal:
-        print(f"microgesture stream: error: {fatal[0]}", file=sys.stderr)
+        from microgesture.core.redact import redact_text
+
+        print(f"microgesture stream: error: {redact_text(fatal[0])}", file=sys.stderr)
         return 2
     return 0
+
+
+def _source_options(args: argparse.Namespace) -> dict:
+    """open_source's stall limit and reconnect backoff from --stall-timeout,
+    --reconnect-min and --reconnect-max."""
+    from microgesture.stream.sources import Backoff
+
+    return {"stall_s": args.stall_timeout,
+            "reconnect": Backoff(base_s=args.reconnect_min, max_s=args.reconnect_max)}
+
+
+def _with_credentials(args: argparse.Namespace, sources: list[str]) -> list[str]:
+    """Network sources with the user:password of --credentials-env / --credentials-file
+    put in (in memory only: never on the command line, where ps shows it)."""
+    from microgesture.core.redact import load_credentials, with_credentials
+
+    userinfo = load_credentials(args.credentials_env, args.credentials_file)
+    return [with_credentials(s, userinfo) for s in sources]
+
+
+def _credentials_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--credentials-env", metavar="VAR",
+                   help="environment variable holding user:password for rtsp:// and http(s):// "
+                        "sources without credentials in their URL (keeps them out of ps)")
+    p.add_argument("--credentials-file", metavar="FILE",
+                   help="file whose first line is user:password, for the same (chmod 600 it)")
+
+
+def _live_source_options(p: argparse.ArgumentParser) -> None:
+    _credentials_options(p)
+    p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                   help="a live source that sends nothing for S seconds is reported lost and "
+                        "reconnected (default 5)")
+    p.add_argument("--reconnect-min", type=float, default=0.5, metavar="S",
+                   help="first reconnect delay; doubles per failed attempt (default 0.5)")
+    p.add_argument("--reconnect-max", type=float, default=30.0, metavar="S",
+                   help="longest reconnect delay (default 30)")
 
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
@@ -444,7 +496,13 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", default="tcp://127.0.0.1:5555",
                    help="ZeroMQ PUB address (loopback unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow binding to a non-loopback address")
+                   help="allow binding to a non-loopback address (encrypt with --curve-secret-key)")
+    p.add_argument("--curve-secret-key", metavar="FILE",
+                   help="encrypt events with CurveZMQ using this server key pair (NAME.key_secret "
+                        "from microgesture keys)")
+    p.add_argument("--curve-clients", metavar="DIR",
+                   help="with --curve-secret-key: folder of the subscribers' public keys "
+                        "(NAME.key); only they receive events")
     p.add_argument("--pose", default="mediapipe",
                    help="mediapipe, mediapipe-pose, tasks:MODEL.task or recorded:FILE.jsonl")
     p.add_argument("--precision", default="auto", help="auto (int8 if the bundle has it), int8, "
@@ -473,6 +531,7 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--triton", metavar="URL",
                    help="run the stages on this Triton server (http://HOST:8000 or "
                         "grpc://HOST:8001, see microgesture serve) instead of in process")
+    _live_source_options(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -530,7 +589,8 @@ def run_listen(args: argparse.Namespace) -> int:
     types = tuple(t for t in args.types.split(",") if t)
     try:
         listen(args.connect, args.stream, args.json, types, count=args.count,
-               timeout=args.timeout)
+               timeout=args.timeout, curve_server_key=args.curve_server_key,
+               curve_key=args.curve_key)
     except KeyboardInterrupt:
         pass
     return 0
@@ -549,6 +609,10 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="raw JSON, one event per line")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many idle seconds")
+    p.add_argument("--curve-server-key", metavar="FILE",
+                   help="the encrypting publisher's public key (SERVER.key, see microgesture keys)")
+    p.add_argument("--curve-key", metavar="FILE",
+                   help="your key pair (NAME.key_secret), whose NAME.key the publisher admits")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -580,7 +644,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from microgesture.stream.bench import format_report, run_bench
 
     precisions = [p for p in (args.precisions or "").split(",") if p] or None
-    report = run_bench(bundle=args.bundle, source=args.source, precisions=precisions, pose=args.pose,
+    (source,) = _with_credentials(args, [args.source])
+    report = run_bench(bundle=args.bundle, source=source, precisions=precisions, pose=args.pose,
                        duration_s=args.duration, size=args.size, fps=args.fps, hop=args.hop,
                        threads=args.threads, out=args.out, progress=not args.quiet)
     print(format_report(report))
@@ -607,7 +672,23 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per inference session")
     p.add_argument("--out", default="bench-results", help="folder for bench.json and bench.png")
     p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    _credentials_options(p)
     p.add_argument("--quiet", action="store_true")
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from microgesture.stream.curve import write_keypair
+
+    public, secret = write_keypair(args.folder, args.name)
+    print(f"wrote {public} (public: give it to the other side) and {secret} (secret, mode 600: "
+          "keep it here)")
+    return 0
+
+
+def _keys_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="folder to write NAME.key and NAME.key_secret into")
+    p.add_argument("--name", default="server",
+                   help="key name: server for stream, a subscriber's name for listen/clients")
 
 
 # name -> (help, options builder, runner); the order is the order in --help.
@@ -634,6 +715,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "serve": ("Serve a bundle with the pip Triton Inference Server (CPU) for stream --triton.",
               _serve_options, run_serve),
     "listen": ("Print the events a stream publishes.", _listen_options, run_listen),
+    "keys": ("Write a CurveZMQ key pair for encrypted publishing (stream) and subscribing "
+             "(listen, the Python client).", _keys_options, run_keys),
     "demo": ("The whole product on a synthetic video: stream, subscribe, and score it.",
              _demo_options, run_demo_command),
     "bench": ("Latency, throughput and memory of streaming, precisions side by side (JSON, PNG).",

@@ -65,6 +65,10 @@ CPU provider segfaults in its NCHWc layout pass on some FP16 transformer graphs 
 CLIP-MG head; a ViT with FP16 LayerNorms) while building the session. FP16 graphs are
 meant for GPUs, so the CPU loses nothing that matters."""
 
+CUDA_PYTHON = "cuda-python>=12.6.1,<13"
+"""The cuda-python this runtime supports (CUDA 12 drivers): ``cuda.bindings`` appeared in
+12.6.1; 13.x needs a CUDA 13 driver (its cudaSetDevice fails on a CUDA 12 one)."""
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
@@ -236,11 +240,16 @@ def _default_cache(kind: str) -> Path:
 def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
                   cache_dir: str | Path | None = None, workspace_gb: float = 4.0,
                   trt_profiles: Mapping[str, tuple] | None = None,
-                  provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> list:
+                  provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+                  cache_key: str | None = None) -> list:
     """ONNX Runtime's ``providers=`` list for ``device``, best first, with options.
 
     TensorRT: engine and timing caches under ``cache_dir`` (default
     ``~/.cache/microgesture/ort-tensorrt``) so the second start skips the build.
+    ONNX Runtime names cached engines by file and tensor names, not weights, so the
+    engines go into a subfolder named by ``cache_key`` (the model file's sha256,
+    which :class:`OrtBackend` passes): a re-exported bundle never runs another
+    bundle's engine. The timing cache (keyed by layer shapes) stays shared.
     ``fp16=True`` sets TensorRT's (weakly typed) FP16 flag, which is known to
     wreck CLIP ViT accuracy; prefer the bundle's fp16 ONNX graph
     (``precision="fp16"``), which ONNX Runtime builds as a strongly typed network
@@ -265,7 +274,7 @@ def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
         "device_id": str(device_id),
         "trt_fp16_enable": "True" if fp16 else "False",
         "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(cache),
+        "trt_engine_cache_path": str(cache / "engines" / cache_key if cache_key else cache),
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": str(cache),
         "trt_max_workspace_size": str(int(workspace_gb * (1 << 30))),
@@ -343,7 +352,8 @@ class OrtBackend(_BackendBase):
             raise UnknownNameError("optimization level", optimization, levels)
         providers = provider_list(device, device_id=device_id, fp16=fp16, cache_dir=cache_dir,
                                   workspace_gb=workspace_gb, trt_profiles=trt_profiles,
-                                  provider_options=provider_options)
+                                  provider_options=provider_options,
+                                  cache_key=engine_cache_key(path) if device == "tensorrt" else None)
         wanted = PROVIDERS[device]
         available = ort.get_available_providers()
         if wanted not in available:
@@ -389,8 +399,12 @@ class OrtBackend(_BackendBase):
     def _missing_provider(ort, wanted: str, available: list[str], allow_fallback: bool) -> None:
         msg = (f"this onnxruntime ({ort.__version__}) has no {wanted} (it has "
                f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime "
-               "(pip uninstall onnxruntime && pip install onnxruntime-gpu) on a machine with an "
-               "NVIDIA GPU, CUDA 12 and cuDNN 9")
+               f"({GPU_INSTALL}) on a machine with an NVIDIA GPU, CUDA 12 and cuDNN 9")
+        both = ort_distributions()
+        if "onnxruntime" in both and len(both) > 1:
+            msg = (f"both {' and '.join(both)} are installed: they share the onnxruntime "
+                   f"package and the CPU wheel's files hide the GPU providers ({wanted} is "
+                   f"missing); keep only the GPU one: {GPU_INSTALL}")
         if not allow_fallback:
             raise MicrogestureError(msg + ", or use device='cpu'")
         warnings.warn(msg + "; running on the CPU", RuntimeWarning, stacklevel=3)
@@ -418,6 +432,32 @@ class OrtBackend(_BackendBase):
 
     def close(self) -> None:
         self._session = None
+
+
+GPU_INSTALL = ("pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+               "'onnxruntime-gpu>=1.17'")
+"""How onnxruntime-gpu takes the place of onnxruntime (``pip install -e '.[gpu]'`` alone
+keeps the CPU wheel, a base dependency, beside it)."""
+
+
+def ort_distributions() -> list[str]:
+    """The installed distributions that provide the ``onnxruntime`` package."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def engine_cache_key(path: str | Path) -> str:
+    """The first 16 hex digits of the model file's sha256: names its TensorRT engine cache."""
+    from microgesture.core.bundle import sha256_file
+    return sha256_file(path)[:16]
 
 
 # --------------------------------------------------------------------------- engine files
@@ -508,11 +548,15 @@ class _CudaPythonMemory:
     kind = "cuda-python"
 
     def __init__(self, device_id: int):
-        from cuda.bindings import runtime as cudart
-        self.cudart = cudart
-        self._check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6.1
+        self.cudart, self.device_id = cudart, device_id
+        self.use_device()
         self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: list[int] = []
+
+    def use_device(self) -> None:
+        """cudaSetDevice is per thread: called in every thread that runs the engine."""
+        self._check(self.cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
 
     def _check(self, result, what: str):
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -564,8 +608,13 @@ class _TorchMemory:
                                     "NVIDIA GPU")
         self.torch = torch
         self.device = torch.device("cuda", device_id)
+        self.use_device()
         self.stream = torch.cuda.Stream(device=self.device)
         self._buffers: dict[int, Any] = {}
+
+    def use_device(self) -> None:
+        """torch's current device is per thread too: set it in every thread that runs."""
+        self.torch.cuda.set_device(self.device)
 
     @property
     def stream_handle(self) -> int:
@@ -601,14 +650,43 @@ def _device_memory(device_id: int, allocator: str):
     if allocator in ("auto", "cuda-python"):
         try:
             return _CudaPythonMemory(device_id)
-        except ImportError:
+        except ImportError:  # no cuda-python, or one older than 12.6.1 (no cuda.bindings)
             if allocator == "cuda-python":
-                raise MicrogestureError("cuda-python is not installed: pip install cuda-python")
+                raise MicrogestureError(f"cuda-python with cuda.bindings is not installed: pip "
+                                        f"install '{CUDA_PYTHON}'") from None
+        except MicrogestureError as exc:  # e.g. cuda-python 13 on a CUDA 12 driver
+            if allocator == "cuda-python":
+                raise
+            warnings.warn(f"{exc}: cuda-python ({CUDA_PYTHON} for CUDA 12 drivers) cannot drive "
+                          "this GPU; using torch CUDA buffers instead", RuntimeWarning,
+                          stacklevel=3)
     try:
         return _TorchMemory(device_id)
     except ImportError as exc:
         raise MicrogestureError("TensorRT engines need device memory from cuda-python or torch: "
                                 "pip install cuda-python") from exc
+
+
+def select_device(device_id: int = 0) -> None:
+    """Make ``device_id`` the current CUDA device of the calling thread (cuda-python's
+    cudaSetDevice, else torch); TensorRT builds and runs on the current device."""
+    try:
+        from cuda.bindings import runtime as cudart
+        err, *_ = cudart.cudaSetDevice(device_id)
+        if err == cudart.cudaError_t.cudaSuccess:
+            return
+    except ImportError:
+        pass
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.set_device(device_id)
+            return
+    except ImportError:
+        pass
+    if device_id != 0:
+        raise MicrogestureError(f"cannot select CUDA device {device_id}: install "
+                                f"'{CUDA_PYTHON}' (or torch with CUDA), or use device 0")
 
 
 def gpu_name(device_id: int = 0) -> str:
@@ -710,6 +788,7 @@ class TensorRTBackend(_BackendBase):
             return self._run(feeds)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._memory.use_device()  # run() comes from worker threads: select our GPU in this one
         for name, array in feeds.items():
             top = self._max_shapes[name]
             if any(a > b for a, b in zip(array.shape, top)):

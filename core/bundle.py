@@ -39,9 +39,13 @@ whose encoder mixes frames export one ``window`` stage instead.
       "versions": {"microgesture": "0.1.0", "torch": "...", "onnx": "...", "opset": 18}
     }
 
-:func:`read_manifest` checks the schema version, that every listed file exists
-and that its checksum matches, and refuses a tampered or incompatible bundle
-with a message that names the problem.
+:func:`read_manifest` checks the schema version, validates every field's type and
+value (:mod:`core.manifest_schema`: a ``head`` stage, positive frame counts, as many
+labels as the head's ``logits`` has classes, ...), refuses file names that lead
+outside the bundle folder (``..``, absolute paths, symlinks out of it) before any
+file is opened, checks that every listed file exists and that its checksum
+matches, and refuses a tampered or incompatible bundle with a message that names
+the problem.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.manifest_schema import safe_member, validate_manifest
 from microgesture.core.paths import atomic_write
 
 FORMAT = "microgesture-bundle"
@@ -78,6 +83,7 @@ def write_manifest(bundle: str | Path, manifest: dict[str, Any]) -> Path:
              for name in stage.get("files", {}).values()}
     names |= set(manifest.pop("extra_files", []))
     for name in sorted(names):
+        safe_member(bundle, name, "the manifest")
         if not (bundle / name).is_file():
             raise MicrogestureError(f"bundle file {bundle / name} is missing; cannot write the manifest")
     manifest = {
@@ -116,14 +122,9 @@ def read_manifest(bundle: str | Path, verify_files: bool = True) -> dict[str, An
     for key in ("model", "labels", "preprocessing", "window", "stages", "files"):
         if key not in manifest:
             raise MicrogestureError(f"{path} lacks the '{key}' field; re-export the bundle")
-    for name, stage in manifest["stages"].items():
-        if stage.get("role") not in STAGE_ROLES:
-            raise MicrogestureError(f"{path}: stage {name!r} has role {stage.get('role')!r}, "
-                                    f"expected one of {STAGE_ROLES}")
-        for file in stage.get("files", {}).values():
-            if file not in manifest["files"]:
-                raise MicrogestureError(f"{path}: stage {name!r} names {file}, which has no "
-                                        "checksum in 'files'; re-export the bundle")
+    validate_manifest(manifest, path, STAGE_ROLES)
+    for name in manifest["files"]:  # before any file is opened: only the bundle's own
+        safe_member(bundle, name, "'files'")
     if verify_files:
         for name, meta in manifest["files"].items():
             file = bundle / name
@@ -158,4 +159,5 @@ def stage_file(manifest: dict[str, Any], stage: str, precision: str = "fp32") ->
     if "root" not in manifest:
         raise MicrogestureError("this manifest was not read with read_manifest (no 'root'); "
                                 "open the bundle with core.bundle.read_manifest(BUNDLE)")
-    return Path(manifest["root"]) / manifest["stages"][stage]["files"][precision]
+    return safe_member(Path(manifest["root"]), manifest["stages"][stage]["files"][precision],
+                       f"stage {stage!r}")

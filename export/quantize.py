@@ -127,9 +127,14 @@ class HeatmapReader:
 
 
 def quantize_static_stage(src: str | Path, dst: str | Path, calibration: np.ndarray,
-                          input_name: str = "heatmaps") -> dict[str, Any]:
+                          input_name: str = "heatmaps", for_tensorrt: bool = False
+                          ) -> dict[str, Any]:
     """Static int8 in QDQ format (per-channel int8 weights, uint8 activations
-    calibrated by min/max over ``calibration`` (N, ...)) of ``src`` into ``dst``."""
+    calibrated by min/max over ``calibration`` (N, ...)) of ``src`` into ``dst``.
+
+    ``for_tensorrt=True``: signed, symmetric int8 activations and weights (every zero
+    point 0), which is what TensorRT builds INT8 engines from; ONNX Runtime's CPU
+    default (unsigned, asymmetric activations) cannot build there."""
     q = _require_quantization()
     if calibration is None or len(calibration) == 0:
         raise MicrogestureError("static int8 quantization needs calibration windows; give a dataset "
@@ -153,10 +158,15 @@ def quantize_static_stage(src: str | Path, dst: str | Path, calibration: np.ndar
         with _quiet():
             q.quantize_static(str(prepared), str(dst), Reader(calibration, input_name),
                               quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=False,
-                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                              calibrate_method=q.CalibrationMethod.MinMax)
+                              activation_type=(q.QuantType.QInt8 if for_tensorrt
+                                               else q.QuantType.QUInt8),
+                              weight_type=q.QuantType.QInt8,
+                              calibrate_method=q.CalibrationMethod.MinMax,
+                              extra_options=({"ActivationSymmetric": True,
+                                              "WeightSymmetric": True} if for_tensorrt else {}))
     _copy_metadata(src, dst, "int8")
-    return {"method": "static-qdq", "weights": "int8 per-channel", "activations": "uint8",
+    return {"method": "static-qdq", "weights": "int8 per-channel",
+            "activations": "int8 symmetric" if for_tensorrt else "uint8",
             "calibration": "minmax", "calibration_windows": int(len(calibration)),
             "pre_processed": preprocess}
 

@@ -25,6 +25,8 @@ conversion, the INT8 graph check) is a pure function tested on the CPU;
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from microgesture.core.backends import gpu_name, write_engine_file
+from microgesture.core.backends import gpu_name, select_device, write_engine_file
 from microgesture.core.bundle import sha256_file
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.paths import atomic_write, cache_dir
@@ -442,6 +444,28 @@ def check_qdq_int8(path: str | Path) -> None:
     if "QuantizeLinear" not in ops or "DequantizeLinear" not in ops:
         raise MicrogestureError(f"{Path(path).name} has no QuantizeLinear/DequantizeLinear "
                                 "nodes: it is not a QDQ INT8 graph")
+    _check_zero_points(path, onnx)
+
+
+def _check_zero_points(path: str | Path, onnx) -> None:
+    """TensorRT takes signed int8 with zero points of 0 (symmetric) only."""
+    model = onnx.load(str(path), load_external_data=False)
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zero = consts.get(node.input[2])
+        if zero is None:
+            continue
+        values = onnx.numpy_helper.to_array(zero)
+        if values.dtype != np.int8 or np.any(values != 0):
+            raise MicrogestureError(
+                f"{Path(path).name}: {node.op_type} {node.name or node.output[0]!r} has "
+                f"{values.dtype} zero point(s) {np.unique(values)[:4].tolist()}; TensorRT "
+                "needs signed int8 with zero points of 0: quantize for TensorRT with "
+                "export.quantize.quantize_static_stage(..., for_tensorrt=True)")
 
 
 # --------------------------------------------------------------------------- engines
@@ -453,10 +477,31 @@ def _tensorrt():
     return tensorrt
 
 
-def default_timing_cache(tensorrt_version: str) -> Path:
-    """``<cache>/tensorrt/timing-<version>.cache`` (:func:`core.paths.cache_dir`): shared
-    by every build on this machine with this TensorRT."""
-    return cache_dir("tensorrt") / f"timing-{tensorrt_version}.cache"
+def default_timing_cache(tensorrt_version: str, gpu: str = "unknown") -> Path:
+    """``<cache>/tensorrt/timing-<version>-<gpu>.cache`` (:func:`core.paths.cache_dir`):
+    shared by every build on this machine with this TensorRT on this GPU model (a
+    timing cache from another GPU is rejected by TensorRT)."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", gpu).strip("-") or "unknown"
+    return cache_dir("tensorrt") / f"timing-{tensorrt_version}-{slug}.cache"
+
+
+def _set_timing_cache(config, cache_bytes: bytes, cache_path: Path) -> None:
+    """Give the builder the saved timing cache; one TensorRT rejects (another GPU or
+    version, damaged) is replaced by an empty one, with a warning, never ignored."""
+    try:
+        cache = config.create_timing_cache(cache_bytes)
+        accepted = cache is not None and config.set_timing_cache(cache, False)
+    except Exception:  # noqa: BLE001 - TensorRT raises on a damaged cache
+        accepted = False
+    if not accepted and cache_bytes:
+        warnings.warn(f"TensorRT rejected the timing cache {cache_path} (another GPU or TensorRT "
+                      "version, or damaged): building with an empty one, which replaces it",
+                      RuntimeWarning, stacklevel=3)
+        cache = config.create_timing_cache(b"")
+        accepted = config.set_timing_cache(cache, False)
+    if not accepted:
+        raise MicrogestureError("TensorRT refused even an empty timing cache; check the TensorRT "
+                                "install")
 
 
 def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]],
@@ -501,7 +546,10 @@ def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]
     if precision == "fp16":
         for stage, entry in write_fp16_onnx(bundle, stages, keep_fp32_ops).items():
             entries[stage].update(entry)
-    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt.__version__)
+    select_device(device_id)  # the builder builds on the current device of this thread
+    gpu = gpu_name(device_id)
+    cache_path = (Path(timing_cache) if timing_cache
+                  else default_timing_cache(trt.__version__, gpu))
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     try:
@@ -512,7 +560,6 @@ def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]
     if builder is None:
         raise MicrogestureError("TensorRT cannot create a builder: an NVIDIA GPU with a working "
                                 "driver is needed to build engines")
-    gpu = gpu_name(device_id)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     for stage, manifest in stages.items():
         source = entries[stage].get("fp16") or manifest["files"][source_key]
@@ -527,8 +574,7 @@ def build_engines(bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]
                                     f"declares {sorted(profiles[stage])}; re-export the bundle")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, False)
+        _set_timing_cache(config, cache_bytes, cache_path)
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in profiles[stage].items():
             profile.set_shape(name, lo, opt, hi)

@@ -27,7 +27,10 @@ GPU flavour: one model per stage: platform ``onnxruntime_onnx`` (``model.onnx``,
 from the bundle when the file system allows, else copied, and a copy of any
 external-data file it names) or ``tensorrt_plan``
 for TensorRT engines (``model.plan``: the bare engine, without our metadata
-header, which Triton would not read). Each ``config.pbtxt`` declares the
+header, which Triton would not read; ``plan.json`` beside ``config.pbtxt`` says
+which TensorRT version and GPU built it: Triton loads a plan only with exactly
+that TensorRT, so build the engines with the TensorRT of the Triton release you
+serve with, e.g. inside its container, see :data:`PLAN_NOTE`). Each ``config.pbtxt`` declares the
 inputs and outputs (dims without the batch axis), ``max_batch_size``, dynamic
 batching and an instance group.
 
@@ -260,6 +263,7 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
             platform, kind = "tensorrt_plan", "KIND_GPU"
             (model_dir / "1").mkdir(parents=True, exist_ok=True)
             (model_dir / "1" / "model.plan").write_bytes(engine)
+            _write_plan_info(model_dir, files[name].name, metadata)
         else:
             platform, kind = "onnxruntime_onnx", f"KIND_{device.upper()}"
             if flavour == "cpu":
@@ -314,3 +318,21 @@ def _write_ensemble(model_dir: Path, stages: Mapping[str, Mapping[str, Any]], ma
     if any("label_filename" in t for t in outs):
         (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
     (model_dir / "config.pbtxt").write_text("\n".join(lines) + "\n")
+
+
+PLAN_NOTE = ("A TensorRT plan loads only in exactly the TensorRT version that built it, on the GPU "
+             "model it was built for. Build it with the TensorRT inside the Triton container you "
+             "serve with: docker run --gpus all -v $PWD:/w nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
+             "bash -c 'pip install /w && microgesture export RUN --out /w/bundle --formats "
+             "onnx,engine,triton' (the container's TensorRT is the one Triton loads plans with).")
+
+
+def _write_plan_info(model_dir, engine_name: str, metadata: dict) -> None:
+    """``plan.json``: the TensorRT version and GPU a plan was built with, and how to build
+    one Triton loads."""
+    import json
+
+    info = {"engine": engine_name, "tensorrt": metadata.get("tensorrt"),
+            "gpu": metadata.get("gpu"), "precision": metadata.get("precision"),
+            "stage": metadata.get("stage"), "note": PLAN_NOTE}
+    (model_dir / "plan.json").write_text(json.dumps(info, indent=1) + "\n")

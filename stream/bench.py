@@ -39,6 +39,7 @@ import numpy as np
 
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.paths import DEMO_BUNDLE, cache_dir
+from microgesture.core.redact import redact, redact_text, redact_value, secrets_of
 
 WARMUP_FRACTION = 0.2
 """Share of the run left out of the memory slope (model loading, first allocations)."""
@@ -203,7 +204,7 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         def ready(address, workers) -> None:
             workers_box.extend(workers)
 
-        say(f"streaming {config.source} ({config.pose} pose) for {config.duration_s:g} s")
+        say(f"streaming {redact(config.source)} ({config.pose} pose) for {config.duration_s:g} s")
         watcher = threading.Thread(target=sampler, name="bench-sampler", daemon=True)
         watcher.start()
         try:
@@ -223,7 +224,7 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
     rss = [s["rss_mb"] for s in samples]
     dropped, skipped = stream["frames_dropped"], stream["windows_skipped"]
     result = {
-        "config": asdict(config), "name": name, "precision": summary["precision"],
+        "config": redact_value(asdict(config)), "name": name, "precision": summary["precision"],
         "providers": summary["providers"], "seconds": round(wall, 2),
         "frames": {"captured": stream["frames_captured"], "processed": stream["frames_processed"],
                    "dropped": dropped, "encoded": stream["frames_encoded"],
@@ -249,9 +250,9 @@ def _child(config: BenchConfig, progress: bool, queue) -> None:
     try:
         queue.put(("ok", run_config(config, progress)))
     except MicrogestureError as exc:
-        queue.put(("error", str(exc)))
+        queue.put(("error", redact_text(exc, secrets_of(config.source))))
     except BaseException as exc:  # reported to the parent with its type
-        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+        queue.put(("error", redact_text(f"{type(exc).__name__}: {exc}", secrets_of(config.source))))
 
 
 def run_isolated(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
@@ -318,7 +319,7 @@ def run_bench(bundle: str | None = None, source: str | None = None, precisions=N
     for config in configs:
         say(f"configuration {config.name}: {config.precision} stages, {threads} thread(s) per session")
         results.append(run_isolated(config, progress) if isolate else run_config(config, progress))
-    report = {"bundle": str(bundle), "model": manifest["model"]["name"], "source": source,
+    report = {"bundle": str(bundle), "model": manifest["model"]["name"], "source": redact(source),
               "rendered_from": rendered,
               "pose": pose, "duration_s": duration_s, "hop": hop, "cpu_count": os.cpu_count(),
               "results": results, "baseline": wanted[0]}

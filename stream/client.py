@@ -69,6 +69,9 @@ class Subscriber:
     opt-in). ``timeout``: seconds to wait for an event before iteration, :meth:`run`
     and :meth:`recv` give up (None: forever). ``hwm``: messages queued before
     ZeroMQ drops. ``on_gap(stream, type, missed, event)``: called on each gap.
+    ``curve_server_key`` (the publisher's ``SERVER.key``) and ``curve_key`` (your
+    ``NAME.key_secret``, whose ``NAME.key`` the publisher admits): for a publisher
+    that encrypts with CurveZMQ (:mod:`microgesture.stream.curve`).
 
     Counters: ``received`` (events delivered), ``gaps`` ({stream: events missed}),
     ``missed`` (their total), ``invalid`` (messages that were not events of a
@@ -78,7 +81,8 @@ class Subscriber:
     def __init__(self, connect: str | Iterable[str] = DEFAULT_ADDRESS, streams: str | Iterable[str] | None = None,
                  types: str | Iterable[str] = DEFAULT_TYPES, timeout: float | None = None, *, hwm: int = 1000,
                  on_gap: Callable[[str, str, int, Event], object] | None = None,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, curve_server_key: str | None = None,
+                 curve_key: str | None = None):
         addresses = _as_tuple(connect, "address to connect to")
         self.types = _as_tuple(types, "event types")
         for t in self.types:
@@ -104,6 +108,19 @@ class Subscriber:
         self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.IPV6, 1)   # tcp://[::1]:PORT as well as IPv4
+        if curve_server_key or curve_key:   # an encrypting publisher (stream.curve)
+            if not (curve_server_key and curve_key):
+                self._socket.close(0)
+                raise MicrogestureError("an encrypted publisher needs both its public key "
+                                        "(curve_server_key, SERVER.key) and your key pair "
+                                        "(curve_key, NAME.key_secret)")
+            from microgesture.stream.curve import connect_as_client
+            try:
+                connect_as_client(self._socket, curve_server_key, curve_key)
+            except MicrogestureError:
+                self._socket.close(0)
+                raise
         for prefix in (self._topics or {f"{t}.".encode() for t in self.types}):
             self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
         for address in addresses:
@@ -297,7 +314,8 @@ def format_event(event: Event) -> str:
 
 def listen(connect: str | Iterable[str] = DEFAULT_ADDRESS, streams: str | Iterable[str] | None = None,
            as_json: bool = False, types: str | Iterable[str] = DEFAULT_TYPES, count: int | None = None,
-           timeout: float | None = None, out=None) -> int:
+           timeout: float | None = None, out=None, curve_server_key: str | None = None,
+           curve_key: str | None = None) -> int:
     """Print events as they arrive: what ``microgesture listen`` does.
 
     One line per event, readable (:func:`format_event`), or with ``as_json`` the
@@ -307,7 +325,8 @@ def listen(connect: str | Iterable[str] = DEFAULT_ADDRESS, streams: str | Iterab
     """
     out = sys.stdout if out is None else out
     printed = 0
-    with Subscriber(connect, streams, types, timeout) as sub:
+    with Subscriber(connect, streams, types, timeout, curve_server_key=curve_server_key,
+                    curve_key=curve_key) as sub:
         try:
             while count is None or printed < count:
                 item = sub._next(timeout)

@@ -130,8 +130,11 @@ replaced by ``***@``), ``attempt`` (reconnect attempt), ``size`` and
 
 Publisher
 ---------
-Binds a PUB socket to loopback unless ``allow_remote=True`` (events are not
-authenticated). Sends never block: ``zmq.NOBLOCK`` and a send high-water mark
+Binds a PUB socket to loopback unless ``allow_remote=True``; beyond the machine,
+``curve_secret_key`` and ``curve_clients`` encrypt every event with CurveZMQ and
+admit only the subscribers whose public keys are in the clients folder
+(:mod:`stream.curve`); without them remote publishing is plain text and warned
+about. IPv6 addresses (``tcp://[::1]:5555``) work. Sends never block: ``zmq.NOBLOCK`` and a send high-water mark
 ``hwm`` per subscriber; a subscriber that cannot keep up loses messages (ZeroMQ
 drops them for that subscriber alone) and sees the gap in ``seq``. A send the
 socket refuses is counted in ``dropped``. With ``log_path`` every event is first
@@ -165,6 +168,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -182,7 +186,9 @@ import numpy as np
 import zmq
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError
+from microgesture.core.redact import redact_text
 
+_log = logging.getLogger(__name__)
 SCHEMA = "microgesture.event/1"
 SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
 EVENT_TYPES = ("gesture", "heartbeat", "source", "window")
@@ -196,7 +202,6 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def check_stream_id(stream_id) -> str:
@@ -697,9 +702,10 @@ def check_bind_address(address: str, allow_remote: bool = False) -> str:
         local = False
     if not local and not allow_remote:
         raise MicrogestureError(
-            f"refusing to publish on {address}: it is reachable from other machines and gesture events "
-            f"are not authenticated. Publish on loopback ({DEFAULT_ADDRESS}) or ipc, or allow it "
-            f"explicitly (allow_remote=True; on the command line --allow-remote).")
+            f"refusing to publish on {address}: it is reachable from other machines. Publish on "
+            f"loopback ({DEFAULT_ADDRESS}) or ipc, or allow it explicitly (allow_remote=True; on the "
+            f"command line --allow-remote, with --curve-secret-key and --curve-clients to encrypt "
+            f"the events and admit only known subscribers).")
     return address
 
 
@@ -739,7 +745,9 @@ class EventPublisher:
 
     def __init__(self, address: str = DEFAULT_ADDRESS, hwm: int = 1000, log_path: str | os.PathLike | None = None,
                  *, allow_remote: bool = False, heartbeat_s: float = 1.0, linger_s: float = 1.0,
-                 log_fsync: bool = False, context: zmq.Context | None = None):
+                 log_fsync: bool = False, context: zmq.Context | None = None,
+                 curve_secret_key: str | os.PathLike | None = None,
+                 curve_clients: str | os.PathLike | None = None):
         check_bind_address(address, allow_remote)
         if address.startswith("ipc://"):
             _check_ipc_free(address[len("ipc://"):], address)
@@ -773,16 +781,33 @@ class EventPublisher:
         else:
             self.log_path = None
 
-        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        # CURVE: a context of its own (one ZAP authenticator per context)
+        self._own_context = zmq.Context() if curve_secret_key else None
+        context = self._own_context or context or zmq.Context.instance()
+        self._socket = context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if "://[" in address:   # an IPv6 literal, e.g. tcp://[::1]:5555
+            self._socket.setsockopt(zmq.IPV6, 1)
+        self._auth = None
         try:
+            if curve_secret_key:
+                from microgesture.stream.curve import serve
+                self._auth = serve(self._socket, context, curve_secret_key, curve_clients)
             self._socket.bind(address)
-        except zmq.ZMQError as err:
-            self._socket.close(0)
+        except (zmq.ZMQError, MicrogestureError) as err:
+            self._close_socket(0)
             if self._log is not None:
                 self._log.close()
+            if isinstance(err, MicrogestureError):
+                raise
             raise MicrogestureError(self._bind_message(address, err)) from None
+        self.encrypted = bool(curve_secret_key)
+        if not self.encrypted and not address.startswith(("ipc://", "inproc://")) \
+                and not _is_loopback_host(address.split("://", 1)[1].rpartition(":")[0].strip("[]")):
+            _log.warning("publishing on %s without encryption: anyone who can reach it reads every "
+                         "event; add --curve-secret-key and --curve-clients (see microgesture keys)",
+                         address)
         self.endpoint: str = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     @staticmethod
@@ -855,8 +880,8 @@ class EventPublisher:
         """
         if status not in SOURCE_STATUSES:
             raise ValueError(f"unknown source status {status!r}: expected one of {SOURCE_STATUSES}")
-        body = {"status": status, "detail": _USERINFO.sub("***@", str(detail)),
-                "source": None if source is None else _USERINFO.sub("***@", str(source)),
+        body = {"status": status, "detail": redact_text(detail),
+                "source": None if source is None else redact_text(source),
                 "attempt": None if attempt is None else int(attempt),
                 "size": None if size is None else [int(v) for v in size],
                 "previous_size": None if previous_size is None else [int(v) for v in previous_size]}
@@ -947,9 +972,16 @@ class EventPublisher:
             if self._closed:
                 return
             self._closed = True
-            self._socket.close(linger=max(0, round(self.linger_s * 1000)))
+            self._close_socket(max(0, round(self.linger_s * 1000)))
             if self._log is not None:
                 self._log.close()
+
+    def _close_socket(self, linger_ms: int) -> None:
+        self._socket.close(linger=linger_ms)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._own_context is not None:
+            self._own_context.term()
 
     def __enter__(self) -> EventPublisher:
         return self

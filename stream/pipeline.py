@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from microgesture.core.backends import open_stage
+from microgesture.stream.startup import open_stages
 from microgesture.core.bundle import read_manifest
+from microgesture.core.manifest_schema import require_window
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.tuned import read_tuned
 from microgesture.core.heatmaps import compact_box, joint_heatmaps
@@ -51,6 +52,7 @@ from microgesture.core.pose import RecordedPose, create_estimator
 from microgesture.core.preprocess import (BOX_PADDING, crop_resize, joints_in_box,
                                           normalize_frames, square_box)
 from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
+from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
 from microgesture.stream.silence import SilenceWatch
@@ -151,7 +153,8 @@ class _Estimator:
             scale = np.array([frame.image.shape[1] / pose.width, frame.image.shape[0] / pose.height],
                              np.float32)
             kp = kp * scale
-        return kp.astype(np.float32), sc.astype(np.float32)
+        # absurd coordinates are dropped before any box, crop or heatmap is sized by them
+        return drop_far_joints(kp, sc, (frame.image.shape[1], frame.image.shape[0]))
 
     def close(self) -> None:
         self.estimator.close()
@@ -204,14 +207,14 @@ class Recognizer:
         self.precision = precision
         if precision == "engine" and device == "cpu":
             device = None  # a TensorRT engine runs on its GPU
+        require_window(self.manifest, bundle)
         if triton:  # the stages run on a Triton server (core.triton_backend)
             from microgesture.core.triton_backend import open_triton_stages
             self.sessions = open_triton_stages(triton, self.manifest, precision,
                                                on_status=self._server_status)
         else:
-            self.sessions = {name: open_stage(self.manifest, name, precision, device=device,
-                                              threads=threads)
-                             for name in ("visual", "pose", "head") if name in stages}
+            self.sessions = open_stages(self.manifest, ("visual", "pose", "head"), bundle,
+                                        precision=precision, device=device, threads=threads)
         self.head_inputs = tuple(stages["head"]["inputs"])
         self.window = self.manifest["window"]
         pre = self.manifest["preprocessing"]
@@ -283,8 +286,10 @@ class Recognizer:
                 if jobs:
                     self._run_safely(jobs)
                     jobs = []
-                if isinstance(item, tuple):  # ("flush", stream): the stream ended or was lost
+                if isinstance(item, tuple):  # ("flush", stream[, done]): ended, lost, left
                     item[1].flush_events()
+                    if len(item) > 2:  # someone waits to publish what comes after the end
+                        item[2].set()
             if batch[-1] is None:
                 return
 
@@ -377,7 +382,11 @@ class StreamWorker:
         self.scheduler = WindowScheduler(
             span_ns, win["rgb_frames"], win["pose_frames"],
             hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
-        self.estimator = _Estimator(pose, recognizer.layout)
+        try:
+            self.estimator = _Estimator(pose, recognizer.layout)
+        except BaseException:  # the source's capture thread is running: stop it first
+            self.source.stop()
+            raise
         self.boxes = BoxTracker(span_ns)
         # a live stream that dropped a frame a window samples as RGB takes the encoded
         # frame nearest in time within half an RGB interval instead of encoding anew
@@ -406,6 +415,8 @@ class StreamWorker:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._last_status = ""
+        self._had_person = False
+        self._started = False
         self._thread = threading.Thread(target=self._loop, name=f"frames-{self.stream_id}",
                                         daemon=True)
         # pose estimation runs a frame ahead on its own thread (MediaPipe releases the
@@ -416,6 +427,7 @@ class StreamWorker:
 
     # ------------------------------------------------------------ pose thread
     def start(self) -> StreamWorker:
+        self._started = True
         self._pose_thread.start()
         self._thread.start()
         return self
@@ -485,20 +497,32 @@ class StreamWorker:
             self._stop.set()
             self.source.stop()
             self._pose_thread.join(10)
-            self.rec.jobs.put(("flush", self))
+            self._flush_and_wait()  # the last gesture's end goes out before `stopped`
             self.rec.publisher.stop_heartbeats(self.stream_id)
             if self._last_status not in ("ended", "stopped"):  # stopped by us: say so last
-                self.rec.publisher.publish_source(self.stream_id, "stopped", "the pipeline stopped")
+                self.rec.publisher.publish_source(self.stream_id, "stopped", "the pipeline stopped",
+                                                  source=self.source.spec)
             self._done.set()
 
     def _status(self, status: SourceStatus) -> None:
+        if status.event in ("lost", "ended", "stopped"):
+            # the active gesture ends first: a client that stops on `ended` has its `end`
+            self._flush_and_wait()
+            self.scheduler.reset()
         self._last_status = status.event
         self.rec.publisher.publish_source(self.stream_id, status.event, status.detail,
-                                          attempt=status.attempt, size=status.size,
-                                          previous_size=status.previous_size)
-        if status.event in ("lost", "ended", "stopped"):
-            self.rec.jobs.put(("flush", self))
-            self.scheduler.reset()
+                                          source=self.source.spec, attempt=status.attempt,
+                                          size=status.size, previous_size=status.previous_size)
+
+    def _flush_and_wait(self, timeout: float = 120.0) -> None:
+        """Run this stream's queued windows and end its active gesture (window thread)."""
+        done = threading.Event()
+        self.rec.jobs.put(("flush", self, done))
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.2):
+            if not self.rec._thread.is_alive() or time.monotonic() > deadline:
+                log.warning("stream %s: the window thread did not flush; going on", self.stream_id)
+                return
 
     def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
@@ -552,6 +576,13 @@ class StreamWorker:
         if missing:  # frames evicted (should not happen): skip the window, count it
             self.counts["windows_incomplete"] += 1
             return
+        if not person_in_window((entries[i].keypoints, entries[i].scores) for i in window.pose_ids):
+            self.counts["windows_no_person"] += 1  # nobody there: nothing to classify
+            if self._had_person:  # the person left: the active gesture ends
+                rec.jobs.put(("flush", self))
+            self._had_person = False
+            return
+        self._had_person = True
         feeds: dict[str, np.ndarray] = {}
         if "pose" in rec.sessions:
             feeds["heatmaps"] = np.stack([entries[i].heatmap for i in window.pose_ids], 1)[None]
@@ -629,6 +660,8 @@ class StreamWorker:
         self.source.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
+        if not self._started:  # never started (a later source failed to open): nothing runs
+            return True
         return self._done.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
@@ -644,6 +677,7 @@ class StreamWorker:
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "rgb_substituted": self.counts["rgb_substituted"],
                 "encodes_skipped": self.counts["encodes_skipped"],
+                "windows_no_person": self.counts["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
@@ -661,6 +695,8 @@ class StreamOptions:
     stream_ids: list[str] | None = None
     publish: str = "tcp://127.0.0.1:5555"
     allow_remote: bool = False
+    curve_secret_key: str | None = None  # CurveZMQ (stream.curve): server key pair
+    curve_clients: str | None = None     # folder of the admitted subscribers' public keys
     pose: str = "mediapipe"
     precision: str = "auto"
     device: str = "cpu"
@@ -677,6 +713,7 @@ class StreamOptions:
     save_video: str | None = None
     show: bool = False
     triton: str | None = None  # run the stages on this Triton server (http:// or grpc://)
+    source_options: dict = field(default_factory=dict)  # open_source's: stall_s, reconnect
 
 
 class Overlay:
@@ -742,7 +779,9 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
         raise MicrogestureError(f"{len(options.sources)} sources but {len(ids)} stream ids: give one "
                                 "--stream-id per --source, or none")
     publisher = EventPublisher(options.publish, log_path=options.events_log,
-                               allow_remote=options.allow_remote, heartbeat_s=options.heartbeat_s)
+                               allow_remote=options.allow_remote, heartbeat_s=options.heartbeat_s,
+                               curve_secret_key=options.curve_secret_key,
+                               curve_clients=options.curve_clients)
     recognizer = workers = overlay = None
     started = time.monotonic()
     try:
@@ -758,7 +797,8 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         span_s=options.span_s,
                                         publish_windows=options.publish_windows,
                                         frame_sink=overlay, max_frames=options.max_frames,
-                                        silence_report_s=options.silence_report_s))
+                                        silence_report_s=options.silence_report_s,
+                                        **options.source_options))
         if overlay is not None:
             overlay.fps = workers[0].source.fps or 30.0
         if on_ready is not None:  # before any event: a subscriber can connect first

@@ -49,9 +49,11 @@ iteration skip them), and in :attr:`VideoSource.statuses`. ``SourceStatus.event`
 the change for publishing: ``connecting``, ``connected``, ``lost``, ``reconnecting``,
 ``reconnected``, ``size_changed``, ``ended``, ``stopped``.
 
-Reconnecting: a live source that fails ``max_failed_reads`` reads in a row (or whose
-reads have failed for :data:`LIVE_STALL_S` seconds) is LOST; it
-releases the capture and retries with exponential backoff (:class:`Backoff`: base, factor,
+Reconnecting: a live source that fails ``max_failed_reads`` reads in a row, whose
+reads have failed for the stall limit (``stall_s``, default :data:`LIVE_STALL_S`), or
+whose read hangs that long (a frozen camera keeps its connection open: reads run on a
+:class:`stream.stall.TimedReader`, and a stuck one is abandoned, its frames never
+delivered) is LOST; it releases the capture and retries with exponential backoff (:class:`Backoff`: base, factor,
 maximum, optional jitter, a maximum number of attempts or forever). After reconnecting
 the frame size is checked again: a change is reported in the status (``size``,
 ``previous_size``, ``event == "reconnected"`` with ``size_changed``); the consumer decides
@@ -85,12 +87,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError, did_you_mean
+from microgesture.core.redact import redact, redact_text, secrets_of as _secrets_of  # noqa: F401 (re-exported)
 from microgesture.core.video import DEFAULT_VIDEO_FPS, IMAGE_EXTENSIONS, natural_key
+from microgesture.stream.stall import Stalled, TimedReader
 
 log = logging.getLogger(__name__)
 
@@ -303,60 +307,6 @@ class FakeClock:
         return f"FakeClock(now_ns={self.monotonic_ns()})"
 
 
-# --------------------------------------------------------------------------- redaction
-
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-_SENSITIVE_KEY = re.compile(r"pass|pwd|token|key|secret|auth|sig|credential|session", re.I)
-_QUERY_ITEM = re.compile(r"(^|[&;])([^=&;]*)=([^&;]*)")
-
-
-def redact(url: Any) -> str:
-    """``url`` without its credentials: the user and password become ``***``
-    (``rtsp://***@host:554/stream``) and so do the values of query parameters that look
-    secret (``token``, ``key``, ``password``, ``auth``, ``signature``, ...). Anything
-    that is not a URL is returned unchanged (as a string)."""
-    text = str(url)
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-    except ValueError:   # malformed (e.g. a bad IPv6 literal): hide everything before '@'
-        return re.sub(r"://[^/]*@", "://***@", text)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = _QUERY_ITEM.sub(
-        lambda m: m.group(1) + m.group(2) + "=" + ("***" if _SENSITIVE_KEY.search(m.group(2))
-                                                   else m.group(3)), parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _secrets_of(spec: Any) -> list[str]:
-    """The credential strings inside a URL (raw and percent-decoded), longest first."""
-    text = str(spec)
-    if "://" not in text:
-        return []
-    found: set[str] = set()
-    netloc = text.split("://", 1)[1].split("/", 1)[0]
-    if "@" in netloc:
-        userinfo = netloc.rpartition("@")[0]
-        found.update([userinfo, *userinfo.split(":", 1)])
-    for m in _QUERY_ITEM.finditer(text.partition("?")[2].partition("#")[0]):
-        if _SENSITIVE_KEY.search(m.group(2)):
-            found.add(m.group(3))
-    found |= {unquote(s) for s in found}
-    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
-
-
-def redact_text(text: Any, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every URL in it redacted and every string in ``secrets`` (e.g. a
-    password that an error message quotes on its own) replaced by ``***``."""
-    out = _URL_RE.sub(lambda m: redact(m.group(0)), str(text))
-    for secret in secrets:
-        out = out.replace(secret, "***")
-    return out
-
-
 # --------------------------------------------------------------------------- specs
 
 @dataclass(frozen=True)
@@ -504,7 +454,9 @@ class FakeCapture:
     """A scripted stand-in for ``cv2.VideoCapture``, for tests.
 
     ``script``: items returned by ``read()`` in turn: an array (a BGR frame) gives
-    ``(True, frame)``; ``None`` gives ``(False, None)`` (a failed read). After the script
+    ``(True, frame)``; ``None`` gives ``(False, None)`` (a failed read); a
+    ``threading.Event`` makes that read hang until the event is set (a frozen camera),
+    then return the next item. After the script
     every read fails (a file's end, or a camera that went away: a disconnect).
     ``clock`` (a :class:`FakeClock`): each read advances it by ``interval_s`` (default
     ``1 / fps``), as a camera blocks until its next frame, except the first ``backlog``
@@ -539,6 +491,9 @@ class FakeCapture:
         index = self.reads
         self.reads += 1
         item = self._script[index] if index < len(self._script) else None
+        if isinstance(item, threading.Event):  # a camera that hangs, then sends again
+            item.wait()
+            return self.read()
         return (False, None) if item is None else (True, item)
 
     def get(self, prop: int) -> float:
@@ -755,8 +710,11 @@ class VideoSource:
     def __init__(self, spec: SourceSpec, stream_id: str, policy: BufferPolicy, capacity: int,
                  realtime: bool, backoff: Backoff | None, clock: Clock, opener: Callable,
                  fps: float | None, max_failed_reads: int,
-                 on_status: Iterable[StatusCallback] = (), seed: int | None = None):
+                 on_status: Iterable[StatusCallback] = (), seed: int | None = None,
+                 stall_s: float | None = LIVE_STALL_S):
         self._spec, self.stream_id, self.policy = spec, stream_id, policy
+        self._stall_s = stall_s if spec.live else None
+        self._reader: TimedReader | None = None
         self.kind, self.realtime = spec.kind, realtime and not spec.live
         self._backoff = backoff if spec.live else None
         self._clock, self._opener, self._fps_override = clock, opener, fps
@@ -967,6 +925,8 @@ class VideoSource:
                                "folder": "the folder has no image files"}.get(
                                    self.kind, "the file could not be opened"))
         self._cap = cap
+        if self._stall_s:  # live: a read that hangs longer than the stall limit is a loss
+            self._reader = TimedReader(cap, name=f"microgesture-read-{self.stream_id}")
         fps = self._fps_override or _sane_fps(cap.get(CAP_PROP_FPS))
         if fps:
             self._fps = fps
@@ -978,7 +938,11 @@ class VideoSource:
         for _ in range(self._max_failed):
             if self._stop_event.is_set():
                 break
-            ok, image = cap.read()
+            try:
+                ok, image = self._read_frame(cap)
+            except Stalled as exc:
+                self._release()
+                raise _OpenFailed(f"connected but {exc} (the stall limit)") from None
             read_ns = self._clock.monotonic_ns()
             frame_id = self._next_id
             self._next_id += 1
@@ -990,7 +954,13 @@ class VideoSource:
                 old_size, self._size = self._size, (rgb.shape[1], rgb.shape[0])
                 self._connect_prev_size = old_size
                 first = [(rgb, frame_id, read_ns)]
-                return self._skip_backlog(cap, first) if self.live else first
+                if not self.live:
+                    return first
+                try:
+                    return self._skip_backlog(cap, first)
+                except Stalled as exc:
+                    self._release()
+                    raise _OpenFailed(f"connected but {exc} (the stall limit)") from None
             if self.live:
                 self._next_id -= 1     # a camera not yet delivering is not a gap
             elif self._fail_from is None:
@@ -1019,7 +989,7 @@ class VideoSource:
             if self._stop_event.is_set():
                 break
             t0 = self._clock.monotonic_ns()
-            ok, image = cap.read()
+            ok, image = self._read_frame(cap)
             t1 = self._clock.monotonic_ns()
             pos = cap.get(CAP_PROP_POS_MSEC) or 0.0
             frame_id = self._next_id
@@ -1048,8 +1018,18 @@ class VideoSource:
             log.debug("%s: skipped %d stale frames after connecting", self.stream_id, stale)
         return pending
 
+    def _read_frame(self, cap):
+        """``cap.read()``, within the stall limit for live sources (:class:`Stalled`)."""
+        if self._reader is None:
+            return cap.read()
+        return self._reader.read(self._stall_s, cancel=self._stop_event)
+
     def _release(self) -> None:
+        reader, self._reader = self._reader, None
         cap, self._cap = self._cap, None
+        if reader is not None:  # its thread releases the capture (after a stuck read returns)
+            reader.close()
+            return
         if cap is not None:
             try:
                 cap.release()
@@ -1085,7 +1065,12 @@ class VideoSource:
             self._buffer.close()
 
     def _step_live(self) -> None:
-        ok, image = self._cap.read()
+        t0 = self._clock.monotonic_ns()
+        try:
+            ok, image = self._read_frame(self._cap)
+        except Stalled:
+            self._stalled(t0)
+            return
         read_ns = self._clock.monotonic_ns()
         frame_id = self._next_id
         self._next_id += 1
@@ -1096,14 +1081,35 @@ class VideoSource:
             if self._fail_run == 1:
                 log.debug("%s: read failed (frame %d)", self._display, frame_id)
             stalled_s = (read_ns - self._last_frame_ns) / 1e9 if self._last_frame_ns else 0.0
-            if self._fail_run >= self._max_failed or stalled_s >= LIVE_STALL_S:
+            if self._fail_run >= self._max_failed or stalled_s >= (self._stall_s or LIVE_STALL_S):
                 self._transition(StreamState.LOST, f"{self._fail_run} failed reads in a row "
                                  f"(frames {frame_id - self._fail_run + 1}-{frame_id}), "
                                  f"{stalled_s:.1f} s without a frame")
                 self._fail_run = 0
             return
         self._fail_run = 0
+        if self._stall_s and read_ns - t0 > max(0.5, 3 / (self._fps or DEFAULT_VIDEO_FPS)) * 1e9:
+            # the camera paused and came back: what it buffered meanwhile comes out at
+            # once and is stale, not live; skip it as after a connect
+            try:
+                frames = self._skip_backlog(self._cap, [(rgb, frame_id, read_ns)])
+            except Stalled:
+                self._stalled(read_ns)
+                return
+            for frame in frames:
+                self._deliver(*frame)
+            return
         self._deliver(rgb, frame_id, read_ns)
+
+    def _stalled(self, since_ns: int) -> None:
+        """A read hung past the stall limit: the source is LOST (and reconnects)."""
+        if self._stop_event.is_set():
+            return
+        last = self._last_frame_ns or since_ns
+        quiet_s = (self._clock.monotonic_ns() - last) / 1e9
+        self._transition(StreamState.LOST, f"the source stopped sending: no frame for "
+                         f"{quiet_s:.1f} s (stall limit {self._stall_s:g} s)")
+        self._fail_run = 0
 
     def _step_file(self) -> None:
         ok, image = self._cap.read()
@@ -1274,7 +1280,7 @@ def open_source(spec: Any, stream_id: str | None = None, policy: BufferPolicy | 
                 opener: Callable[[Any], Any] | None = None, *, fps: float | None = None,
                 max_failed_reads: int | None = None,
                 on_status: Iterable[StatusCallback] = (), seed: int | None = None,
-                start: bool = True) -> VideoSource:
+                start: bool = True, stall_s: float | None = LIVE_STALL_S) -> VideoSource:
     """Open a source and start reading it in a thread (see the module notes).
 
     ``spec``: a camera index (``0``), an ``rtsp://`` / ``http(s)://`` URL, a video file or
@@ -1289,7 +1295,9 @@ def open_source(spec: Any, stream_id: str | None = None, policy: BufferPolicy | 
     ``max_failed_reads``: failed reads in a row after which a live source is LOST
     (default 5) and a file has ended (default 25). ``on_status``: callbacks that see
     every status from the first. ``seed``: for the backoff jitter. ``start=False``:
-    call ``start()`` yourself.
+    call ``start()`` yourself. ``stall_s``: a live source that sends nothing for this
+    long (a read that hangs, or reads that fail) is LOST and reconnects; None: only
+    failed reads count (see :mod:`stream.stall`).
     """
     parsed = parse_spec(spec)
     if opener is None:
@@ -1299,7 +1307,10 @@ def open_source(spec: Any, stream_id: str | None = None, policy: BufferPolicy | 
             raise MicrogestureError(
                 f"{parsed.display} is a folder with no image files; expected images with one of "
                 f"the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}.")
-        opener = OpenCVOpener(fps=fps)
+        opener = OpenCVOpener(fps=fps, read_timeout_s=stall_s or LIVE_STALL_S)
+    if stall_s is not None and not (isinstance(stall_s, (int, float)) and 0 < stall_s < 3600):
+        raise MicrogestureError(f"the stall limit must be a number of seconds > 0 (and under an "
+                                f"hour), got {stall_s!r}.")
     if fps is not None and not fps > 0:
         raise MicrogestureError(f"fps must be positive, got {fps}.")
     realtime = bool(realtime) and not parsed.live
@@ -1329,5 +1340,6 @@ def open_source(spec: Any, stream_id: str | None = None, policy: BufferPolicy | 
     else:   # it travels in every frame and event: never with the source's credentials
         stream_id = redact_text(stream_id, _secrets_of(parsed.target))
     source = VideoSource(parsed, stream_id, policy, int(buffer), realtime, backoff,
-                         clock or SystemClock(), opener, fps, max_failed_reads, on_status, seed)
+                         clock or SystemClock(), opener, fps, max_failed_reads, on_status, seed,
+                         stall_s)
     return source.start() if start else source

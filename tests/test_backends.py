@@ -400,7 +400,11 @@ def test_cuda_python_without_a_gpu_is_a_clear_error():
     if runtime.cudaGetDeviceCount()[0] == runtime.cudaError_t.cudaSuccess:
         pytest.skip("this machine has a CUDA device")
     with pytest.raises(MicrogestureError, match="CUDA cudaSetDevice failed"):
-        backends._device_memory(0, "auto")
+        backends._device_memory(0, "cuda-python")
+    with warnings.catch_warnings():   # auto: cuda-python failed, torch tried next
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(MicrogestureError, match="no CUDA device|cudaSetDevice failed"):
+            backends._device_memory(0, "auto")
     with pytest.raises(MicrogestureError, match="allocator"):
         backends._device_memory(0, "pycuda")
 
@@ -469,6 +473,11 @@ class _HostMemory:
 
     def __init__(self):
         self.buffers = {}
+        self.device_threads = []   # threads that selected the device (use_device)
+
+    def use_device(self):
+        import threading
+        self.device_threads.append(threading.get_ident())
 
     def alloc(self, nbytes):
         ptr = len(self.buffers) + 1

@@ -142,6 +142,72 @@ def test_a_live_source_stalled_for_seconds_is_lost_before_many_reads_fail():
     assert source.stats().dropped == {"read_failed": 3}
 
 
+def test_a_source_whose_read_hangs_is_lost_within_the_stall_limit_and_reconnects():
+    """A frozen camera: read() blocks with the connection open. The source says `lost`
+    within the stall limit, reconnects, and the frames the frozen capture returns
+    afterwards are never delivered; it is released once its read returns."""
+    freeze = threading.Event()
+    cap1 = FakeCapture(frames_of(8) + [freeze] + frames_of(5, start=8), fps=100)
+    cap2 = FakeCapture(frames_of(5, start=100), fps=100)
+    source = open_source(0, opener=FakeOpener(cap1, cap2), stall_s=0.3, buffer=64,
+                         reconnect=Backoff(base_s=0.05, max_attempts=1))
+    t0 = time.monotonic()
+    items = []
+    while not any(isinstance(i, SourceStatus) and i.event == "reconnected" for i in items):
+        assert time.monotonic() - t0 < 10, events(source)
+        item = source.next_item(timeout=0.2)
+        if item is not None:
+            items.append(item)
+    lost = next(i for i in items if isinstance(i, SourceStatus) and i.event == "lost")
+    assert "stopped sending" in lost.detail and "stall limit 0.3 s" in lost.detail
+    assert (lost.capture_ns - time.monotonic_ns()) / 1e9 + (time.monotonic() - t0) < 3.0
+    assert not cap1.released                      # still stuck in its read
+    freeze.set()                                  # the camera sends again: too late
+    rest = drain(source)
+    numbers = [number(f.image) for f in [i for i in items if isinstance(i, Frame)] + rest]
+    assert numbers == [*range(8), 100, 101, 102, 103, 104]
+    deadline = time.monotonic() + 5
+    while not cap1.released and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cap1.released and cap2.released        # the abandoned capture released itself
+    assert events(source)[:5] == ["connecting", "connected", "lost", "reconnecting", "reconnected"]
+
+
+class _PausingCapture(FakeCapture):
+    """A network stream (with stream timestamps) that pauses for ``pause_s`` before read
+    ``at``, then returns ``burst`` frames it had buffered at once."""
+
+    def __init__(self, frames, clock, at, pause_s, burst, fps=10.0):
+        super().__init__(frames, fps=fps, clock=clock, timestamps=True)
+        self.at, self.pause_s, self.burst = at, pause_s, burst
+
+    def read(self):
+        if self.reads == self.at:
+            self.clock.advance(self.pause_s - self.interval_s)
+        elif self.at < self.reads <= self.at + self.burst:   # already buffered: no wait
+            index = self.reads
+            self.reads += 1
+            return True, self._script[index]
+        return super().read()
+
+
+def test_frames_buffered_during_a_short_pause_are_not_delivered_as_live():
+    clock = FakeClock()
+    cap = _PausingCapture(frames_of(40), clock, at=20, pause_s=2.0, burst=6)
+    source = open_source("rtsp://cam/live", opener=FakeOpener(cap), clock=clock, buffer=64,
+                         reconnect=False)
+    got = [number(f.image) for f in drain(source)]
+    assert 20 not in got and not set(range(20, 26)) & set(got)   # the paused and buffered ones
+    assert 26 in got and got == sorted(got)                      # the live edge onwards
+    assert source.stats().dropped["stale"] == 6
+
+
+def test_the_stall_limit_is_checked():
+    for bad in (0, -1, "5", float("inf")):
+        with pytest.raises(MicrogestureError, match="stall limit"):
+            open_source(0, opener=FakeOpener(FakeCapture(frames_of(2))), stall_s=bad)
+
+
 def test_reading_a_source_that_was_not_started():
     source = open_source(0, opener=FakeOpener(FakeCapture(frames_of(3))), start=False)
     with pytest.raises(MicrogestureError, match="start"):

@@ -2,6 +2,7 @@
 the ensemble's steps name real models and tensors, and running the steps in order on
 the CPU gives what running the stages by hand gives."""
 
+import json
 import os
 import re
 
@@ -38,7 +39,7 @@ def make_bundle(root, stages=STAGES, engines=False):
               for key, t in (("inputs", ins), ("outputs", outs))}
         if engines:
             write_engine_file(root / f"{name}.fp16.engine", {
-                "stage": name, "precision": "fp16",
+                "stage": name, "precision": "fp16", "tensorrt": "10.99.0", "gpu": "Fake GPU",
                 "profiles": [{"input": n, "min": [1, *s], "opt": [1, *s], "max": [8, *s]}
                              for n, s in ins.items()]}, f"PLAN-{name}".encode())
             files["engine"] = f"{name}.fp16.engine"
@@ -274,6 +275,9 @@ def test_engine_repository_uses_bare_plans(tmp_path):
         assert config["instance_group"] == [{"count": 1, "kind": "KIND_GPU"}]  # always
         assert config["dynamic_batching"]["preferred_batch_size"] == [1, 4]
         assert (out / name / "1" / "model.plan").read_bytes() == f"PLAN-{name}".encode()
+        info = json.loads((out / name / "plan.json").read_text())   # what built the plan
+        assert (info["tensorrt"], info["gpu"]) == ("10.99.0", "Fake GPU")
+        assert "tritonserver" in info["note"]
     assert read_config(out / "window")["platform"] == "ensemble"
     with pytest.raises(MicrogestureError, match="batches up to 8; pass max_batch <= 8"):
         write_repository(bundle, tmp_path / "other", precision="engine", max_batch=16)
