@@ -133,15 +133,16 @@ def test_token_decay_keeping_everything_is_full_attention(student):
     assert not torch.allclose(decayed, full)
 
 
-def test_decay_schedule_compounds(student):
+def test_kept_tokens_are_ceil_of_keep_times_patches_and_compound(student):
     x = torch.randn(3, 1 + 16, 64)
     q, k = torch.randn(3, 4, 1, 16), torch.randn(3, 4, 17, 16)
     out, index = decay_tokens(x, q, k, 0.7)
     assert out.shape == (3, 1 + 12, 64)  # ceil(0.7 * 16) = 12
     record = []
     with torch.no_grad():
-        student.encode_video(frames(1, 4), kept=record)  # the tiny config decays at block 1 with 0.7
-    assert [r.shape[1] for r in record] == [1 + 12]
+        student.encode_video(frames(1, 4), kept=record)  # the tiny config: keep 0.7 at block 1
+        vclip_encode(student.clip.visual, frames(1, 4), decay={0: 0.5, 1: 0.5}, kept=record)
+    assert [r.shape for r in record] == [(4, 1 + 12), (4, 1 + 8), (4, 1 + 4)]  # 16 -> 8 -> 4 patches
 
 
 def test_decay_blocks_beyond_the_tower_are_refused():
