@@ -263,3 +263,19 @@ def test_onnx_export_matches_pytorch(tmp_path):
     (onnx_logits,) = ort_session(tmp_path / "vclip.onnx").run(None, {"frames": clip.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(onnx_logits), model(clip), atol=1e-4, rtol=1e-4)
+
+
+def test_a_few_training_steps_fit_a_fixed_batch():
+    model = create_vclip(tiny_config(), seed=3).train()
+    batch = {"frames": frames(3, 4, seed=9), "label": torch.tensor([0, 1, 2])}
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(8):
+        optimiser.zero_grad()
+        terms = model.loss(batch)
+        total = sum(terms.values())
+        total.backward()
+        optimiser.step()
+        losses.append(terms["loss_ce"].item())
+    assert losses[-1] < losses[0]
+    assert all(p.grad is None for p in model.teacher.parameters())

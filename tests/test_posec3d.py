@@ -122,3 +122,19 @@ def test_bottleneck_shortcut_only_when_the_shape_changes():
     assert Bottleneck3d(128, 32, 1, 1, False).downsample is None
     assert Bottleneck3d(32, 32, 1, 1, False).downsample is not None
     assert Bottleneck3d(128, 32, 2, 1, True).downsample[0].stride == (1, 2, 2)
+
+
+def test_a_few_training_steps_fit_a_fixed_batch():
+    # eval mode: fixed BN statistics and no dropout, so the descent is deterministic
+    model = create_posec3d(tiny("limb"), seed=2).eval()
+    model.set_text_targets(torch.randn(3, 32))
+    batch = {"heatmaps": torch.rand(6, 22, 8, 16, 16), "label": torch.tensor([0, 1, 2, 0, 1, 2])}
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        optimiser.zero_grad()
+        total = sum(model.loss(batch).values())
+        total.backward()
+        optimiser.step()
+        losses.append(total.item())
+    assert losses[-1] < 0.5 * losses[0]
