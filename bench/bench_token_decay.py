@@ -1,7 +1,7 @@
 """What token decay saves: memory and time of the MiGA 2024 video CLIP student on this CPU.
 
     python bench/bench_token_decay.py [--model miga24-vclip-b16] [--batches 1 2] [--iters 3]
-                                      [--threads 1] [--json FILE]
+                                      [--rounds 1] [--threads 1] [--json FILE]
 
 One training step of the student's image tower: VCLIP attention in every
 block, 8 frames at 224 px, random weights, fp32, forward + cross-entropy on
@@ -12,7 +12,9 @@ peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its
 own; ``step MB`` is that peak minus the resident memory just before the first
 step (model, optimiser-free, and inputs already built), so it counts what a
 step allocates: activations kept for backward, gradients, temporaries.
-Times are the median of ``--iters`` steps after one warm-up step.
+Times are the median of ``--iters`` steps after one warm-up step; with
+``--rounds`` every setting runs again, off/on order alternating, and the
+table shows medians over rounds.
 
 "Decay on" is the config's schedule (keep 0.7 after the attention of blocks
 3, 6, 9 of 12); "off" is the same model with no decay blocks. The paper's
@@ -94,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every setting, alternating the order")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -106,27 +109,35 @@ def main(argv=None) -> None:
     from microgesture.core.miga24_config import get_miga24_config
 
     config = get_miga24_config(args.model)
-    rows = []
-    for batch in args.batches:
-        for decay in ("off", "on"):
-            cmd = [sys.executable, __file__, "--child", "--model", args.model, "--batch", str(batch),
-                   "--decay", decay, "--iters", str(args.iters), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"batch {batch} decay {decay:3}: step {r['step_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-                  f"step adds {r['step_mb']:.0f} MB", flush=True)
-    blocks, grid = rows[0]["blocks"], rows[0]["patches"]
+    runs = []
+    for r in range(args.rounds):  # alternate the order so that a busy machine slows both alike
+        for batch in args.batches:
+            for decay in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                cmd = [sys.executable, __file__, "--child", "--model", args.model, "--batch", str(batch),
+                       "--decay", decay, "--iters", str(args.iters), "--threads", str(args.threads)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                x = runs[-1]
+                print(f"round {r} batch {batch} decay {decay:3}: step {x['step_s']:.2f} s, peak RSS "
+                      f"{x['peak_rss_mb']:.0f} MB, step adds {x['step_mb']:.0f} MB", flush=True)
+
+    def summary(batch, decay, key):
+        values = [x[key] for x in runs if x["batch"] == batch and x["decay"] == decay]
+        return statistics.median(values)
+
+    blocks, grid = runs[0]["blocks"], runs[0]["patches"]
     kept = token_layers(config, blocks, grid)
     print(f"\n{args.model}: {config.rgb_frames} frames, {grid} patches/frame, decay keep {config.decay_keep} "
-          f"at blocks {config.decay_blocks} of {blocks}; token-block work kept: {kept:.2f}")
+          f"at blocks {config.decay_blocks} of {blocks}; token-block work kept: {kept:.2f}; "
+          f"medians over {args.rounds} round(s)")
     print(f"{'batch':>5} {'step s off':>10} {'on':>6} {'ratio':>6} {'step MB off':>12} {'on':>7} {'ratio':>6}")
-    for off, on in zip(rows[::2], rows[1::2]):
-        print(f"{off['batch']:>5} {off['step_s']:>10.2f} {on['step_s']:>6.2f} {on['step_s'] / off['step_s']:>6.2f} "
-              f"{off['step_mb']:>12.0f} {on['step_mb']:>7.0f} {on['step_mb'] / off['step_mb']:>6.2f}")
+    for batch in args.batches:
+        t0, t1 = summary(batch, "off", "step_s"), summary(batch, "on", "step_s")
+        m0, m1 = summary(batch, "off", "step_mb"), summary(batch, "on", "step_mb")
+        print(f"{batch:>5} {t0:>10.2f} {t1:>6.2f} {t1 / t0:>6.2f} {m0:>12.0f} {m1:>7.0f} {m1 / m0:>6.2f}")
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "load_average": os.getloadavg(), "token_layers_kept": kept, "runs": rows}
+              "load_average": os.getloadavg(), "token_layers_kept": kept, "runs": runs}
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
