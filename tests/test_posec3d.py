@@ -138,3 +138,19 @@ def test_a_few_training_steps_fit_a_fixed_batch():
         optimiser.step()
         losses.append(total.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_onnx_export_matches_pytorch(tmp_path):
+    """dynamo export of ``forward(heatmaps) -> logits`` at tiny size; ONNX Runtime agrees with
+    PyTorch within 1e-4 absolute (+1e-4 relative)."""
+    pytest.importorskip("onnxruntime")
+    from microgesture.export.onnx_export import export_stage, ort_session
+
+    model = create_posec3d(tiny("limb"), seed=0).eval()
+    model.set_text_targets(torch.randn(3, 32))
+    example = {"heatmaps": torch.rand(2, 22, 8, 16, 16)}
+    assert export_stage(model, example, tmp_path / "posec3d.onnx", exporters=("dynamo",))["exporter"] == "dynamo"
+    heatmaps = torch.rand(3, 22, 8, 16, 16)
+    (onnx_logits,) = ort_session(tmp_path / "posec3d.onnx").run(None, {"heatmaps": heatmaps.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(onnx_logits), model(heatmaps), atol=1e-4, rtol=1e-4)
