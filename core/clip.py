@@ -99,3 +99,9 @@ def lock_visual(visual: torch.nn.Module, trainable_blocks: int) -> None:
         block.requires_grad_(True)
     visual.ln_post.requires_grad_(True)
     visual.proj.requires_grad = True
+
+
+def clip_tokenizer(cfg: ClipConfig):
+    """open_clip's tokenizer for ``cfg.arch``: a callable from a list of strings to token ids
+    (N, context length). Ships with open_clip: nothing is downloaded for CLIP's BPE."""
+    return _open_clip().get_tokenizer(cfg.arch)
