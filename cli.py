@@ -186,8 +186,22 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- train / eval / ablate
+def _train_extra(module: str):
+    """Import a module of the training side, or a one-line error naming the extra it needs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in ("torch", "torchvision", "open_clip", "safetensors", "matplotlib", "tqdm"):
+            raise MicrogestureError(f"this command needs the training extra ({top} is not installed): "
+                                    "pip install 'microgesture[train]'") from None
+        raise
+
+
 def _train_options_from(args: argparse.Namespace):
-    from microgesture.training.trainer import TrainOptions
+    TrainOptions = _train_extra("microgesture.training.trainer").TrainOptions
 
     overrides = {}
     for item in args.set or []:
@@ -222,7 +236,8 @@ def _parse_value(text: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from microgesture.training.trainer import TrainOptions, train
+    trainer = _train_extra("microgesture.training.trainer")
+    TrainOptions, train = trainer.TrainOptions, trainer.train
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("model", "data", "out", "epochs", "batch_size",
@@ -253,8 +268,9 @@ def _common_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip-weights", default=None,
-                   help="'pretrained' (the config's open_clip tag, downloads), another tag, or "
-                        "a local CLIP checkpoint file; default: random initialisation")
+                   help="random, pretrained (the config's open_clip tag, downloads), another open_clip "
+                        "tag, or a local file (an open_clip checkpoint, or OpenAI's ViT-B-16.pt); "
+                        "default: pretrained for the paper-sized models, random for clip-mg-tiny")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--test-subjects", help="comma-separated held-out subjects "
                                            "(default: the dataset's split, else --test-fraction)")
@@ -275,7 +291,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from microgesture.training.evaluate import evaluate
+    evaluate = _train_extra("microgesture.training.evaluate").evaluate
 
     report = evaluate(args.run, data=args.data, clips=args.clips, flip=args.flip,
                       all_subjects=args.all_subjects, batch_size=args.batch_size,
@@ -299,7 +315,7 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from microgesture.training.ablate import run_ablations
+    run_ablations = _train_extra("microgesture.training.ablate").run_ablations
 
     names = [n for n in (args.only or "").split(",") if n] or None
     rows = run_ablations(_train_options_from(args), names, clips=args.clips,

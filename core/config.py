@@ -38,6 +38,10 @@ class ClipConfig:
     """Transformer blocks left trainable at the end of the tower (-1: all, 0: none)."""
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
+    weights_source: str | None = None
+    """Where a trained model's CLIP weights started, recorded by ``train`` (so run.json,
+    checkpoints and bundles say it): ``random``, ``open_clip:<tag>`` or
+    ``file:<name> sha256:<hex> (<format>)``. Informational: loading never uses it."""
 
 
 @dataclass(frozen=True)

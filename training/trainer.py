@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from microgesture.core.checkpoint import atomic_write, save_checkpoint
-from microgesture.core.config import ModelConfig, config_from_dict, get_config
+from microgesture.core.clip import load_torch_file, training_weights
+from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.models import create_model
 from microgesture.training import splits
@@ -237,6 +238,12 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
                                 "or choose another --out")
     device = _device(options.device, local_rank)
     config, train_index, val_index, split_info = _prepare(options, run_info)
+    clip_weights = None
+    if run_info is None and isinstance(config, ClipMGConfig) and config.modality != "pose":
+        clip_weights, source = training_weights(config.clip, options.clip_weights)
+        config = config.replace({"clip.weights_source": source})
+        if rank == 0:
+            print(f"{run}: CLIP weights: {source}", file=sys.stderr)
     if rank == 0:
         print(f"{run}: {splits.describe(split_info, train_index, val_index)}", file=sys.stderr)
     if rank == 0 and run_info is None:
@@ -247,7 +254,7 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     recipe = config.train
 
     seed_everything(options.seed + rank)
-    model = create_model(config, clip_weights=None if resume else options.clip_weights,
+    model = create_model(config, clip_weights=clip_weights,
                          seed=options.seed).to(device)
     train_set = ClipDataset(train_index, config, train=True, seed=options.seed)
     val_set = ClipDataset(val_index, config, train=False, seed=options.seed)
@@ -269,7 +276,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
 
     start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
     if resume and (run / STATE_FILE).is_file():
-        state = torch.load(run / STATE_FILE, map_location=device, weights_only=True)
+        state = load_torch_file(run / STATE_FILE, "the training state",
+                                f"delete it to restart {run} from its start, or start a new run with --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
