@@ -145,12 +145,13 @@ def run_data(args: argparse.Namespace) -> int:
     info = {"path": str(index.root), "kind": index.kind, "layout": index.layout,
             "clips": len(index.records), "classes": len(index.classes),
             "subjects": len(index.subjects()), "splits": list(index.splits()),
+            "clips_per_split": {s: sum(r.split == s for r in index.records) for s in index.splits()},
             "skipped": [{"path": str(p), "reason": r} for p, r in index.skipped],
             "clips_per_class": dict(zip(index.classes, counts))}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        for key in ("path", "kind", "layout", "clips", "classes", "subjects", "splits"):
+        for key in ("path", "kind", "layout", "clips", "classes", "subjects", "clips_per_split"):
             print(f"{key:>9}: {info[key]}")
         print(f"  skipped: {len(index.skipped)}")
         for p, r in index.skipped[:10]:
