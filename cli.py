@@ -138,6 +138,11 @@ def run_data(args: argparse.Namespace) -> int:
                                 progress=not args.quiet, workers=args.workers)
             print(f"wrote {r['clips']} clips to {r['out_dir']} in {r['seconds']:.1f} s")
         return 0
+    if args.data_command == "check":
+        data_check = _train_extra("microgesture.training.data_check")
+        report = data_check.check_dataset(args.path, args.out)
+        print(json.dumps(report, indent=2) if args.json else data_check.format_report(report))
+        return 0
     from microgesture.training.datasets import open_dataset
 
     index = open_dataset(args.path, strict=args.strict)
@@ -184,6 +189,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     info.add_argument("path", help="dataset folder")
     info.add_argument("--strict", action="store_true", help="fail on the first bad clip")
     info.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="what a dataset holds and what is wrong with it, and a PNG per "
+                                         "split of one frame with its joints named and limbs drawn")
+    check.add_argument("path", help="dataset folder")
+    check.add_argument("--out", default="data-check", help="folder for check.json and <split>.png")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 # ---------------------------------------------------------------- train / eval / ablate
@@ -524,7 +534,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                _models_options, run_models),
     "pose": ("Extract skeletons (JSONL, one object per frame) from an image, a video, "
              "an image folder or a camera.", _pose_options, run_pose),
-    "data": ("Datasets: write the synthetic set (synth), check a dataset folder (info).",
+    "data": ("Datasets: write the synthetic set (synth), count a dataset's clips (info), check its "
+             "files, sides and alignment with pictures (check).",
              _data_options, run_data),
     "train": ("Train a model on a dataset (or --resume a run); torchrun for several GPUs.",
               _train_options, run_train),

@@ -160,3 +160,32 @@ def test_own_data_split_names_as_users_write_them(tmp_path, name):
     assert info["by"] == "dataset" and [r.clip_id for r in held] == ["c4", "c5"]
     assert [r.clip_id for r in train_part] == ["c0", "c1", "c2", "c3"]
     assert info["shared_subjects"] == ["s1", "s2"]  # the user's split shares subjects: said, not hidden
+
+
+def test_data_check_reports_and_draws(release, tmp_path, capsys):
+    import cv2
+
+    from microgesture.cli import main
+
+    assert main(["data", "check", str(release), "--out", str(tmp_path / "check")]) == 0
+    text = capsys.readouterr().out
+    assert "train: " in text and "val: " in text and "test: " in text and "problems: 0" in text
+    report = json.loads((tmp_path / "check" / "check.json").read_text())
+    assert report["splits"]["train"]["clips"] == len(open_dataset(release, split="train"))
+    assert report["splits"]["val"]["sides"]["left_on_image_right"] == 1.0  # the subject faces the camera
+    for split in ("train", "val", "test"):
+        image = cv2.imread(str(tmp_path / "check" / f"{split}.png"))
+        assert image.shape == (540, 960, 3)  # the 192x108 frame, enlarged for the names
+    # a label beyond the skeleton, and a skeleton whose sides are swapped, are reported
+    broken = tmp_path / "broken"
+    make_imigue_raw(broken, {"0001": (20, [(1, 0, 9), (2, 5, 25)])}, release=True, with_video=False)
+    csv_path = broken / "imigue_skeleton_train/0001/0001_light_hand.csv"
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()]
+    for row in rows:  # swap OpenPose's RShoulder (2) and LShoulder (5): a mirrored file
+        row[1 + 3 * 2:1 + 3 * 3], row[1 + 3 * 5:1 + 3 * 6] = row[1 + 3 * 5:1 + 3 * 6], row[1 + 3 * 2:1 + 3 * 3]
+    csv_path.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    assert main(["data", "check", str(broken), "--out", str(tmp_path / "c2"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "frames 5..25 go beyond the 20 frames" in report["skipped"][0]["reason"]
+    assert any("left and right look swapped" in p for p in report["problems"])
+    assert (tmp_path / "c2" / "train.png").is_file()
