@@ -67,21 +67,26 @@ def _is_number(text) -> bool:
 
 # ----------------------------------------------------------------------------- labels
 
-def read_label_csv(path) -> list[tuple[int, int, int]]:
-    """``(class id 0-based, start, end)`` per row of a ``<video>_label.csv``; frames
-    0-based and inclusive, as released. A header row is skipped; every other
-    problem raises, naming ``file:line``."""
-    path = Path(os.fspath(path))
+def read_csv_rows(path, what: str) -> list[tuple[int, list[str]]]:
+    """(line number, stripped fields) of the non-blank rows of a CSV file; a one-line
+    error naming the file and ``what`` it should be when it cannot be read."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = [(n, [v.strip() for v in fields]) for n, fields in enumerate(csv.reader(f), start=1)]
     except OSError as e:
-        raise MicrogestureError(f"cannot read the iMiGUE label file {path}: {e.strerror}.") from None
+        raise MicrogestureError(f"cannot read {what} {path}: {e.strerror}.") from None
     except (csv.Error, UnicodeDecodeError) as e:
-        raise MicrogestureError(f"{path} is not a readable CSV file ({e}); expected rows "
-                                "gestureID,start,end.") from None
+        raise MicrogestureError(f"{path} is not a readable CSV file ({e}); expected {what}.") from None
+    return [(n, fields) for n, fields in rows if any(fields)]
+
+
+def read_label_csv(path) -> list[tuple[int, int, int]]:
+    """``(class id 0-based, start, end)`` per row of a ``<video>_label.csv``; frames
+    0-based and inclusive, as released. A header row is skipped; every other
+    problem raises, naming ``file:line``."""
+    rows = read_csv_rows(Path(os.fspath(path)), "an iMiGUE label file (rows gestureID,start,end)")
     out = []
-    for k, (n, fields) in enumerate((n, f) for n, f in rows if any(f)):
+    for k, (n, fields) in enumerate(rows):
         while fields and not fields[-1]:
             fields.pop()
         try:

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from microgesture.core.config import get_config
 from microgesture.core.errors import MicrogestureError

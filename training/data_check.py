@@ -30,7 +30,7 @@ import numpy as np
 from microgesture.core.layouts import convert, get_layout
 from microgesture.core.paths import atomic_write
 from microgesture.core.preprocess import _cv2
-from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, DatasetIndex, open_dataset
+from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, open_dataset
 
 SIDE_SAMPLES = 24
 """Clips per split whose middle frame is checked for sides."""

@@ -83,7 +83,6 @@ naming file:line.
 from __future__ import annotations
 
 import builtins
-import csv
 import io
 import logging
 import os
@@ -353,14 +352,7 @@ def _line_error(path: Path, line: int, what: str) -> MicrogestureError:
 
 def _read_csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
     """(line number, stripped fields) of the non-blank rows of a CSV file."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = [(n, [v.strip() for v in fields]) for n, fields in enumerate(csv.reader(f), start=1)]
-    except OSError as e:
-        raise MicrogestureError(f"cannot read {what} {path}: {e.strerror}.") from None
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise MicrogestureError(f"{path} is not a readable CSV file ({e}); expected {what}.") from None
-    return [(n, fields) for n, fields in rows if any(fields)]
+    return imigue.read_csv_rows(path, what)
 
 
 def _files_by_stem(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
