@@ -139,7 +139,8 @@ def run_data(args: argparse.Namespace) -> int:
             print(f"wrote {r['clips']} clips to {r['out_dir']} in {r['seconds']:.1f} s")
         return 0
     if args.data_command == "check":
-        data_check = _train_extra("microgesture.training.data_check")
+        from microgesture.training import data_check
+
         report = data_check.check_dataset(args.path, args.out)
         print(json.dumps(report, indent=2) if args.json else data_check.format_report(report))
         return 0

@@ -197,6 +197,41 @@ def read_light_hand(path):
     return read_rows(path, 0, len(offsets) - 1, offsets)
 
 
+def challenge_pose(sample: np.ndarray, coords: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoints (T', V, 2) in pixels of ``size``, NaN where missing; scores (T', V)) of one
+    challenge sample (3, T, V, M): the most confident person, trailing all-zero (padding)
+    frames dropped. ``coords``: ``pixels``, ``unit`` ([0, 1]) or ``centred`` (x - 0.5)."""
+    data = np.asarray(sample, dtype=np.float32)
+    person = int(np.argmax(np.nan_to_num(data[2]).sum((0, 1)))) if data.shape[-1] > 1 else 0
+    kp = np.ascontiguousarray(data[:2, :, :, person].transpose(1, 2, 0))  # (T, V, 2)
+    sc = np.clip(np.nan_to_num(data[2, :, :, person]), 0.0, 1.0)
+    used = np.flatnonzero((sc > 0).any(1) | (np.nan_to_num(kp) != 0).any((1, 2)))
+    length = int(used[-1]) + 1 if len(used) else len(sc)
+    kp, sc = kp[:length].copy(), sc[:length].copy()
+    w, h = size
+    if coords == "unit":
+        kp *= np.array([w, h], np.float32)
+    elif coords == "centred":
+        kp = (kp + 0.5) * np.array([w, h], np.float32)
+    missing = (sc <= 0) | ~np.isfinite(kp).all(-1)
+    kp[missing], sc[missing] = np.nan, 0.0
+    return kp, sc
+
+
+def challenge_frames(num_frames: int, array_frames: int, video_frames: int | None) -> np.ndarray:
+    """The video frame of each of a challenge clip's ``num_frames`` skeleton frames.
+
+    The release keeps the LAST ``array_frames`` (T = 90) frames of a longer clip and
+    zero-pads a shorter one: skeleton frame i is video frame ``n - T + i`` for a video
+    of n > T frames, else frame i (clamped to the video)."""
+    frames = np.arange(num_frames, dtype=np.int64)
+    if not video_frames:
+        return frames
+    if video_frames > array_frames:
+        frames = frames + (video_frames - array_frames)
+    return np.minimum(frames, video_frames - 1)
+
+
 def to_challenge22(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The challenge converter's 22 joints (layout ``imigue22``) from ``imigue35`` arrays."""
     cols = list(CHALLENGE_COLUMNS)

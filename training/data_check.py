@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from microgesture.core import imigue
 from microgesture.core.layouts import convert, get_layout
 from microgesture.core.paths import atomic_write
 from microgesture.core.preprocess import _cv2
+from microgesture.core.skeleton_io import read_jsonl
 from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, open_dataset
 
 SIDE_SAMPLES = 24
@@ -62,27 +64,24 @@ def _read_frame(path: Path, index: int) -> np.ndarray | None:
 
 def clip_pose(record: ClipRecord, video_size: tuple[int, int] | None):
     """(keypoints (N, V, 2) in pixels of the video (or the skeleton's own frame), scores
-    (N, V), the video frame of each of the N frames, frame size) of one clip."""
-    from microgesture.training import transforms as tf
-
+    (N, V), the video frame of each of the N frames, frame size) of one clip. No torch."""
     if record.skeleton_format == "npy":
         size = video_size or CHALLENGE_SIZE
         array = np.load(record.skeleton, mmap_mode="r", allow_pickle=False)
-        track = tf.challenge_track(array[record.pose_array_index], record.coords, size, record.layout)
+        kp, sc = imigue.challenge_pose(array[record.pose_array_index], record.coords, size)
         count, _ = _video_frames(record.video) if record.video is not None else (None, None)
-        return track.keypoints, track.scores, tf.challenge_frames(len(track.keypoints), array.shape[2], count), size
+        return kp, sc, imigue.challenge_frames(len(kp), array.shape[2], count), size
     if record.skeleton_format == "imigue-csv":
-        track = tf.read_imigue_rows(record.skeleton, record.start, record.end)
+        kp, sc = imigue.read_rows(record.skeleton, record.start, record.end)
+        frames, size = np.arange(record.start, record.end), (imigue.WIDTH, imigue.HEIGHT)
     else:
-        track = tf.jsonl_track(record.skeleton)
-        keep = (track.frames >= record.start) & (record.end is None or track.frames < record.end)
-        track = tf.Track(track.frames[keep], track.keypoints[keep], track.scores[keep], track.layout,
-                         track.width, track.height)
-    kp, size = track.keypoints, (track.width, track.height)
+        frames, _, kp, sc, _, width, height = read_jsonl(record.skeleton)
+        keep = (frames >= record.start) & (record.end is None or frames < record.end)
+        frames, kp, sc, size = frames[keep], kp[keep], sc[keep], (width, height)
     if video_size is not None and video_size != size:
         kp = (kp + 0.5) * np.array([video_size[0] / size[0], video_size[1] / size[1]], np.float32) - 0.5
         size = video_size
-    return kp, track.scores, track.frames, size
+    return kp, sc, frames, size
 
 
 def _left_on_the_right(kp: np.ndarray, sc: np.ndarray, layout: str) -> bool | None:

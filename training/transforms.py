@@ -73,22 +73,10 @@ class Track:
 
 def challenge_track(sample: np.ndarray, coords: str, size: tuple[int, int], layout: str) -> Track:
     """A Track from one challenge sample (3, T, V, M): the most confident person,
-    trailing all-zero (padding) frames dropped, coordinates scaled to pixels of ``size``."""
-    data = np.asarray(sample, dtype=np.float32)
-    person = int(np.argmax(np.nan_to_num(data[2]).sum((0, 1)))) if data.shape[-1] > 1 else 0
-    kp = np.ascontiguousarray(data[:2, :, :, person].transpose(1, 2, 0))  # (T, V, 2)
-    sc = np.clip(np.nan_to_num(data[2, :, :, person]), 0.0, 1.0)
-    used = np.flatnonzero((sc > 0).any(1) | (np.nan_to_num(kp) != 0).any((1, 2)))
-    length = int(used[-1]) + 1 if len(used) else len(sc)
-    kp, sc = kp[:length].copy(), sc[:length].copy()
-    w, h = size
-    if coords == "unit":
-        kp *= np.array([w, h], np.float32)
-    elif coords == "centred":
-        kp = (kp + 0.5) * np.array([w, h], np.float32)
-    missing = (sc <= 0) | ~np.isfinite(kp).all(-1)
-    kp[missing], sc[missing] = np.nan, 0.0
-    return Track(np.arange(length, dtype=np.int64), kp, sc, layout, w, h)
+    trailing all-zero (padding) frames dropped, coordinates scaled to pixels of ``size``
+    (``core.imigue.challenge_pose``)."""
+    kp, sc = imigue.challenge_pose(sample, coords, size)
+    return Track(np.arange(len(kp), dtype=np.int64), kp, sc, layout, *size)
 
 
 def jsonl_track(path) -> Track:
@@ -111,18 +99,7 @@ def read_imigue_rows(path, start: int, end: int, offsets: np.ndarray | None = No
     return Track(np.arange(start, end, dtype=np.int64), kp, sc, IMIGUE_LAYOUT, IMIGUE_WIDTH, IMIGUE_HEIGHT)
 
 
-def challenge_frames(num_frames: int, array_frames: int, video_frames: int | None) -> np.ndarray:
-    """The video frame of each of a challenge clip's ``num_frames`` skeleton frames.
-
-    The release keeps the LAST ``array_frames`` (T = 90) frames of a longer clip and
-    zero-pads a shorter one: skeleton frame i is video frame ``n - T + i`` for a video
-    of n > T frames, else frame i (clamped to the video)."""
-    frames = np.arange(num_frames, dtype=np.int64)
-    if not video_frames:
-        return frames
-    if video_frames > array_frames:
-        frames = frames + (video_frames - array_frames)
-    return np.minimum(frames, video_frames - 1)
+challenge_frames = imigue.challenge_frames
 
 
 # ----------------------------------------------------------------------------- video
