@@ -158,6 +158,12 @@ def run_data(args: argparse.Namespace) -> int:
                                 progress=not args.quiet, workers=args.workers)
             print(f"wrote {r['clips']} clips to {r['out_dir']} in {r['seconds']:.1f} s")
         return 0
+    if args.data_command == "check":
+        from microgesture.training import data_check
+
+        report = data_check.check_dataset(args.path, args.out)
+        print(json.dumps(report, indent=2) if args.json else data_check.format_report(report))
+        return 0
     from microgesture.training.datasets import open_dataset
 
     index = open_dataset(args.path, strict=args.strict)
@@ -165,12 +171,13 @@ def run_data(args: argparse.Namespace) -> int:
     info = {"path": str(index.root), "kind": index.kind, "layout": index.layout,
             "clips": len(index.records), "classes": len(index.classes),
             "subjects": len(index.subjects()), "splits": list(index.splits()),
+            "clips_per_split": {s: sum(r.split == s for r in index.records) for s in index.splits()},
             "skipped": [{"path": str(p), "reason": r} for p, r in index.skipped],
             "clips_per_class": dict(zip(index.classes, counts))}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        for key in ("path", "kind", "layout", "clips", "classes", "subjects", "splits"):
+        for key in ("path", "kind", "layout", "clips", "classes", "subjects", "clips_per_split"):
             print(f"{key:>9}: {info[key]}")
         print(f"  skipped: {len(index.skipped)}")
         for p, r in index.skipped[:10]:
@@ -209,11 +216,30 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     info.add_argument("path", help="dataset folder")
     info.add_argument("--strict", action="store_true", help="fail on the first bad clip")
     info.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="what a dataset holds and what is wrong with it, and a PNG per "
+                                         "split of one frame with its joints named and limbs drawn")
+    check.add_argument("path", help="dataset folder")
+    check.add_argument("--out", default="data-check", help="folder for check.json and <split>.png")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 # ---------------------------------------------------------------- train / eval / ablate
+def _train_extra(module: str):
+    """Import a module of the training side, or a one-line error naming the extra it needs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in ("torch", "torchvision", "open_clip", "safetensors", "matplotlib", "tqdm"):
+            raise MicrogestureError(f"this command needs the training extra ({top} is not installed): "
+                                    "pip install 'microgesture[train]'") from None
+        raise
+
+
 def _train_options_from(args: argparse.Namespace):
-    from microgesture.training.trainer import TrainOptions
+    TrainOptions = _train_extra("microgesture.training.trainer").TrainOptions
 
     overrides = {}
     for item in args.set or []:
@@ -248,7 +274,8 @@ def _parse_value(text: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from microgesture.training.trainer import TrainOptions, train
+    trainer = _train_extra("microgesture.training.trainer")
+    TrainOptions, train = trainer.TrainOptions, trainer.train
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("model", "data", "out", "epochs", "batch_size",
@@ -279,8 +306,9 @@ def _common_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip-weights", default=None,
-                   help="'pretrained' (the config's open_clip tag, downloads), another tag, or "
-                        "a local CLIP checkpoint file; default: random initialisation")
+                   help="random, pretrained (the config's open_clip tag, downloads), another open_clip "
+                        "tag, or a local file (an open_clip checkpoint, or OpenAI's ViT-B-16.pt); "
+                        "default: pretrained for the paper-sized models, random for clip-mg-tiny")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--test-subjects", help="comma-separated held-out subjects "
                                            "(default: the dataset's split, else --test-fraction)")
@@ -301,7 +329,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from microgesture.training.evaluate import evaluate
+    evaluate = _train_extra("microgesture.training.evaluate").evaluate
 
     report = evaluate(args.run, data=args.data, clips=args.clips, flip=args.flip,
                       all_subjects=args.all_subjects, batch_size=args.batch_size,
@@ -359,7 +387,7 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from microgesture.training.ablate import run_ablations
+    run_ablations = _train_extra("microgesture.training.ablate").run_ablations
 
     names = [n for n in (args.only or "").split(",") if n] or None
     rows = run_ablations(_train_options_from(args), names, clips=args.clips,
@@ -698,7 +726,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                _models_options, run_models),
     "pose": ("Extract skeletons (JSONL, one object per frame) from an image, a video, "
              "an image folder or a camera.", _pose_options, run_pose),
-    "data": ("Datasets: write the synthetic set (synth), check a dataset folder (info).",
+    "data": ("Datasets: write the synthetic set (synth), count a dataset's clips (info), check its "
+             "files, sides and alignment with pictures (check).",
              _data_options, run_data),
     "train": ("Train a model on a dataset (or --resume a run); torchrun for several GPUs.",
               _train_options, run_train),

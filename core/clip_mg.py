@@ -24,8 +24,11 @@ The paper leaves the exact fusion equations open; ours, per RGB frame t:
     h       = mean_t LN( q^_t + MHA(q^_t, z, z) )      cross-attention over all frames' tokens
     logits  = MLP(h)
 
-with x the CLIP tokens projected to the embedding, f the pose feature of
-frame t's window of pose frames, c_p a patch centre and j_v, s_v the joints.
+with x the CLIP tokens projected to the embedding, f_t the pose feature of
+frame t's own segment of pose frames (:class:`SkeletonEncoder3D`: the P pose
+frames are cut into R segments and each is encoded on its own, so f_t sees
+exactly the pose frames centred on RGB frame t), c_p a patch centre and j_v, s_v
+the joints.
 """
 
 from __future__ import annotations
@@ -39,15 +42,25 @@ from microgesture.core.layouts import get_layout
 
 
 class SkeletonEncoder3D(nn.Module):
-    """3D CNN over joint heatmaps (B, V, T, H, W) -> one feature per window (B, R, D).
+    """3D CNN over joint heatmaps (B, V, P, H, W) -> one feature per RGB frame (B, R, D).
 
     Each stage is a 3x3x3 convolution (strided as configured), batch norm and
-    ReLU. The remaining time axis is averaged into ``windows`` equal parts, so
-    the P pose frames of a window align with its RGB frame.
+    ReLU; the output is averaged over space and time and projected to D.
+
+    ``segments=True`` (the paper's aligned windows, ``pose.windows="segments"``):
+    the P pose frames are cut into R segments of P/R frames and the CNN runs on
+    each segment on its own (zero padding at the segment's edges), so RGB frame
+    r's feature comes from exactly pose frames [r P/R, (r + 1) P/R), whose span
+    is centred on the RGB frame the sampler takes (``core.sampling``).
+    ``segments=False`` (``strided``, the first version, kept for checkpoints and
+    bundles made with it): the CNN runs over all P frames and its remaining time
+    axis is pooled into R parts; with temporal strides (1, 2, 2) and P = 32 each
+    part's receptive field is centred 1.5 pose frames before its segment's centre
+    and half of it lies in the previous segment.
     """
 
     def __init__(self, in_channels: int, channels, spatial_strides, temporal_strides,
-                 out_dim: int, windows: int):
+                 out_dim: int, windows: int, segments: bool = True):
         super().__init__()
         layers = []
         for cout, s, t in zip(channels, spatial_strides, temporal_strides):
@@ -57,8 +70,15 @@ class SkeletonEncoder3D(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.proj = nn.Linear(in_channels, out_dim)
         self.windows = windows
+        self.segments = segments
 
     def forward(self, heatmaps: Tensor) -> Tensor:
+        if self.segments:
+            _, v, p, h, w = heatmaps.shape
+            r = self.windows
+            x = heatmaps.reshape(-1, v, r, p // r, h, w).transpose(1, 2).reshape(-1, v, p // r, h, w)
+            x = self.stages(x).mean(dim=(2, 3, 4)).reshape(-1, r, self.proj.in_features)  # (B, R, C)
+            return self.proj(x)
         x = self.stages(heatmaps).mean(dim=(3, 4))  # (B, C, T')
         if x.shape[-1] != self.windows:
             x = nn.functional.adaptive_avg_pool1d(x, self.windows)
@@ -92,7 +112,8 @@ class ClipMG(nn.Module):
         if self.use_pose:
             p = cfg.pose
             self.pose_encoder = SkeletonEncoder3D(num_joints, p.channels, p.spatial_strides,
-                                                  p.temporal_strides, dim, cfg.rgb_frames)
+                                                  p.temporal_strides, dim, cfg.rgb_frames,
+                                                  segments=p.windows == "segments")
         if self.use_visual and self.use_pose:
             self.pose_to_query = nn.Linear(dim, dim)
             self.gate = nn.Linear(2 * dim, dim) if cfg.gate else None

@@ -20,6 +20,7 @@ from typing import Any
 from microgesture.core.errors import MicrogestureError, did_you_mean, lookup
 from microgesture.core.labels import IMIGUE_CLASSES
 
+POSE_WINDOWS = ("segments", "strided")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -37,6 +38,10 @@ class ClipConfig:
     """Transformer blocks left trainable at the end of the tower (-1: all, 0: none)."""
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
+    weights_source: str | None = None
+    """Where a trained model's CLIP weights started, recorded by ``train`` (so run.json,
+    checkpoints and bundles say it): ``random``, ``open_clip:<tag>`` or
+    ``file:<name> sha256:<hex> (<format>)``. Informational: loading never uses it."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,17 @@ class PoseConfig:
     channels: tuple[int, ...] = (64, 128, 256)
     spatial_strides: tuple[int, ...] = (4, 2, 2)
     temporal_strides: tuple[int, ...] = (1, 2, 2)
+    windows: str = "segments"
+    """How the P pose frames become one feature per RGB frame. ``segments`` (the paper's
+    aligned windows): the 3D CNN runs on each RGB frame's own segment of P/R pose frames
+    (zero-padded at its edges), so that frame's feature sees exactly the pose frames around
+    it. ``strided``: the CNN runs over all P frames and its strided output is pooled to R
+    windows (each window's receptive field starts 1.5 pose frames early and reaches into the
+    previous segment); configs written before this field existed read as ``strided``."""
+
+    def __post_init__(self):
+        if self.windows not in POSE_WINDOWS:
+            raise MicrogestureError(f"pose.windows must be one of {', '.join(POSE_WINDOWS)}, got {self.windows!r}")
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,8 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     if not isinstance(data, dict) or "arch" not in data:
         raise MicrogestureError("model config must be a JSON object with an 'arch' field")
     cls = lookup(ARCHS, data["arch"], "architecture")
+    if cls is ClipMGConfig and isinstance(data.get("pose"), dict) and "windows" not in data["pose"]:
+        data = {**data, "pose": {**data["pose"], "windows": "strided"}}  # written before the field existed
     return _build(cls, data, "config")
 
 

@@ -8,7 +8,15 @@ left/right pairs that a horizontal flip swaps follow from the canonical names
 
 Left and right are always the PERSON's left and right, as OpenPose and
 MediaPipe report them (MediaPipe Holistic's ``left_hand`` is the hand at the
-pose's ``left_wrist``).
+pose's ``left_wrist``): the canonical names say so. A layout keeps its source's
+joint names even where they mean the viewer's side: the iMiGUE challenge
+release's ``ShoulderLeft`` is copied from OpenPose's ``RShoulder``, so its
+canonical name is ``right_shoulder`` (``core.imigue.CHALLENGE_COLUMNS``).
+
+Limbs are declared by joint names. ``Layout.limbs`` is the anatomical set, used
+by default; a layout may carry other named sets (:meth:`Layout.limb_set`), e.g.
+``imigue22``'s ``release``: the published 22-joint edge list, verbatim, for
+reproducing models trained on it.
 
 Conversion (:func:`convert`) is driven by the canonical names too: a target
 joint is copied from the source joint with the same canonical name; failing
@@ -54,6 +62,8 @@ class Layout:
     flip_pairs: tuple[tuple[int, int], ...]
     limbs: tuple[tuple[int, int], ...]
     canonical: tuple[str, ...] = field(default=(), repr=False)
+    limb_sets: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = field(default=(), repr=False, compare=False)
+    """Other named limb sets, ``((name, limbs), ...)``; ``limbs`` is the ``anatomical`` one."""
 
     def __post_init__(self):
         if not self.canonical:
@@ -66,7 +76,8 @@ class Layout:
         if len(self.canonical) != v:
             raise MicrogestureError(f"{where}: {len(self.canonical)} canonical names for {v} joints; "
                                     "give one canonical name per joint.")
-        for what, pairs in (("flip_pairs", self.flip_pairs), ("limbs", self.limbs)):
+        for what, pairs in (("flip_pairs", self.flip_pairs), ("limbs", self.limbs),
+                            *((f"limb set {n!r}", p) for n, p in self.limb_sets)):
             bad = [p for p in pairs if len(p) != 2 or not all(0 <= i < v for i in p) or p[0] == p[1]]
             if bad:
                 raise MicrogestureError(f"{where}: {what} {bad} are not pairs of two different joint "
@@ -80,6 +91,11 @@ class Layout:
     @property
     def num_joints(self) -> int:
         return len(self.joints)
+
+    def limb_set(self, name: str = "anatomical") -> tuple[tuple[int, int], ...]:
+        """The limbs of a named set: ``anatomical`` (= :attr:`limbs`) or one of :attr:`limb_sets`."""
+        sets = {"anatomical": self.limbs, **dict(self.limb_sets)}
+        return lookup(sets, name, f"{self.name} limb set")
 
     def index(self, joint: str) -> int:
         """Index of a joint, by its layout name (``"RShoulder"``) or canonical name (``"right_shoulder"``)."""
@@ -102,9 +118,20 @@ class Layout:
         return perm
 
 
-def _layout(name: str, table, limbs) -> Layout:
-    """A Layout from ``[(joint name, canonical name), ...]``; flip pairs follow from the canonical names."""
+def _layout(name: str, table, limbs, **limb_sets) -> Layout:
+    """A Layout from ``[(joint name, canonical name), ...]``; flip pairs follow from the canonical names.
+
+    ``limbs`` (and each of ``limb_sets``): pairs of joint names (layout or canonical), or of
+    indices where a source publishes its list by index (kept verbatim)."""
     joints, canonical = (tuple(col) for col in zip(*table))
+    named = {**{c: i for i, c in enumerate(canonical)}, **{n: i for i, n in enumerate(joints)}}
+
+    def resolve(pairs):
+        try:
+            return tuple(tuple(named[j] if isinstance(j, str) else int(j) for j in p) for p in pairs)
+        except KeyError as e:  # a table bug
+            raise MicrogestureError(f"layout {name!r}: a limb names the unknown joint {e.args[0]!r}.") from None
+
     where = {c: i for i, c in enumerate(canonical)}
     pairs = []
     for i, c in enumerate(canonical):
@@ -113,7 +140,8 @@ def _layout(name: str, table, limbs) -> Layout:
             raise MicrogestureError(f"layout {name!r}: {c!r} has no mirror joint {twin!r}.")
         if i < where[twin]:
             pairs.append((i, where[twin]))
-    return Layout(name, joints, tuple(pairs), tuple(tuple(map(int, p)) for p in limbs), canonical)
+    return Layout(name, joints, tuple(pairs), resolve(limbs), canonical,
+                  tuple((n, resolve(p)) for n, p in limb_sets.items()))
 
 
 # --- OpenPose: BODY_25 (iMiGUE raw) and COCO-18 (CLIP-MG) -------------------------------------------
@@ -134,7 +162,8 @@ _BODY25_LIMBS = [(1, 8), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (8, 9),
                  (19, 20), (14, 21), (11, 22), (22, 23), (11, 24)]
 # iMiGUE appends 5 fingertips per hand, left hand first (OpenPose's hand output order).
 _IMIGUE_TIPS = [(f"{s[0].upper()}{f.capitalize()}Tip", f"{s}_{f}_tip") for s in SIDES for f in FINGERS]
-_IMIGUE35_LIMBS = _BODY25_LIMBS + [(wrist, 25 + 5 * h + k) for h, wrist in enumerate((7, 4)) for k in range(5)]
+_IMIGUE35_LIMBS = _BODY25_LIMBS + [(f"{s[0].upper()}Wrist", f"{s[0].upper()}{f.capitalize()}Tip")
+                                   for s in SIDES for f in FINGERS]
 
 _COCO18 = ["Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip",
            "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar"]
@@ -143,20 +172,25 @@ _COCO18_LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9),
                  (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17)]
 
 # --- iMiGUE challenge release: 22 upper-body joints -----------------------------------------------------
-# Finger1..5 = thumb..pinky tips; the right hand's tips come first in this release. Left/Right are read
-# as the person's sides. Not yet checked on real release data: for a person facing the camera,
-# ShoulderLeft must have the larger x; if it has the smaller one, the release names image sides.
-_IMIGUE22 = [
-    ("Nose", "nose"), ("ShoulderCenter", "neck"),
-    ("ShoulderLeft", "left_shoulder"), ("ElbowLeft", "left_elbow"), ("HandLeft", "left_wrist"),
-    ("ShoulderRight", "right_shoulder"), ("ElbowRight", "right_elbow"), ("HandRight", "right_wrist"),
-    ("EyeLeft", "left_eye"), ("EyeRight", "right_eye"), ("EarLeft", "left_ear"), ("EarRight", "right_ear"),
-] + [(f"{s.capitalize()}Finger{k + 1}", f"{s}_{f}_tip") for s in ("right", "left") for k, f in enumerate(FINGERS)]
-# The release's own graph, kept verbatim: with the joint order above some pairs look anatomically odd
-# ((4, 5) HandLeft-ShoulderRight, (2, 6) ShoulderLeft-ElbowRight, (7, 8) HandRight-EyeLeft, ...), and
-# the set is not mirror-symmetric, but it is what models trained on the release saw.
-_IMIGUE22_LIMBS = ([(0, 1), (2, 1), (2, 3), (3, 4), (4, 5), (2, 6), (6, 7), (7, 8), (1, 9), (9, 11), (1, 10),
-                    (10, 11)] + [(7, 12 + k) for k in range(5)] + [(4, 17 + k) for k in range(5)])
+# The release's names and order; each joint is the imigue35 joint its converter copied
+# (core.imigue.CHALLENGE_COLUMNS), and the canonical name says the SUBJECT's side. The release's
+# Left/Right name the viewer's side: ShoulderLeft is OpenPose's RShoulder, RightFinger1..5 are the
+# first five fingertips of the 35-joint file, the subject's left hand.
+_IMIGUE22_NAMES = ["Nose", "ShoulderCenter", "ShoulderLeft", "ElbowLeft", "HandLeft", "ShoulderRight",
+                   "ElbowRight", "HandRight", "EyeLeft", "EyeRight", "EarLeft", "EarRight"] + [
+    f"{s}Finger{k + 1}" for s in ("Right", "Left") for k in range(5)]
+_IMIGUE22_FROM35 = (0, 1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 18, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34)
+_IMIGUE22 = [(n, (_BODY25 + _IMIGUE_TIPS)[c][1]) for n, c in zip(_IMIGUE22_NAMES, _IMIGUE22_FROM35)]
+_IMIGUE22_LIMBS = [("ShoulderCenter", "Nose"), ("ShoulderCenter", "ShoulderLeft"), ("ShoulderLeft", "ElbowLeft"),
+                   ("ElbowLeft", "HandLeft"), ("ShoulderCenter", "ShoulderRight"), ("ShoulderRight", "ElbowRight"),
+                   ("ElbowRight", "HandRight"), ("Nose", "EyeLeft"), ("EyeLeft", "EarLeft"), ("Nose", "EyeRight"),
+                   ("EyeRight", "EarRight")] + [
+    (f"Hand{s}", f"{s}Finger{k + 1}") for s in ("Right", "Left") for k in range(5)]
+# The edge list that circulates with the release (SMG openpose22, the MiGA'23 winner's limb config),
+# verbatim, by index: under the order above it joins HandLeft to ShoulderRight and an eye to the
+# fingertips (it reads like a 1-based transcription). Only for reproducing models trained on it.
+_IMIGUE22_RELEASE_LIMBS = ([(2, 1), (2, 3), (3, 4), (4, 5), (2, 6), (6, 7), (7, 8), (1, 9), (9, 11), (1, 10),
+                            (10, 11)] + [(5, 12 + k) for k in range(5)] + [(8, 17 + k) for k in range(5)])
 
 # --- COCO-17 (PoseC3D) --------------------------------------------------------------------------------
 _COCO17 = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -196,7 +230,7 @@ def _hand_canonical(side: str, joint: str) -> str:
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     _layout("imigue35", _BODY25 + _IMIGUE_TIPS, _IMIGUE35_LIMBS),
-    _layout("imigue22", _IMIGUE22, _IMIGUE22_LIMBS),
+    _layout("imigue22", _IMIGUE22, _IMIGUE22_LIMBS, release=_IMIGUE22_RELEASE_LIMBS),
     _layout("coco18", [(n, _OPENPOSE[n]) for n in _COCO18], _COCO18_LIMBS),
     _layout("coco17", [(n, n) for n in _COCO17], _COCO17_LIMBS),
     _layout("mediapipe33", [(n, _MP_POSE_CANONICAL.get(n, n)) for n in _MP_POSE], _MP_POSE_LIMBS),

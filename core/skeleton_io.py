@@ -18,14 +18,14 @@ Lines are flushed one by one, so a run that is killed keeps every frame it wrote
 Prepare training data for your own clips in this format (``microgesture pose``
 writes it), or convert from another tool with :class:`SkeletonWriter`.
 
-iMiGUE's ``<video>_light_hand.csv``: one row per frame, 35 joints x (x, y,
-confidence) in 1920x1080 pixels (OpenPose BODY_25 order plus 5 fingertips per
-hand, layout ``imigue35``); OpenPose writes a missing joint as ``0,0,0``.
+iMiGUE's ``<video>_light_hand.csv`` (read by ``core.imigue``): one row per frame,
+a frame index, then 35 joints x (x, y, confidence) in 1920x1080 pixels (OpenPose
+BODY_25 order plus 5 fingertips per hand, layout ``imigue35``); OpenPose writes a
+missing joint as ``0,0,0``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -265,51 +265,14 @@ def read_imigue_csv(path, fps: float = IMIGUE_FPS, width: int = IMIGUE_WIDTH,
                     height: int = IMIGUE_HEIGHT):
     """Read an iMiGUE ``<video>_light_hand.csv``; returns the same tuple as :func:`read_jsonl`.
 
-    Frames are the 0-based data rows; times are ``frame / fps`` (the CSV has none).
-    A header row is tolerated; blank lines and trailing empty fields are ignored.
-    ``0,0,0`` joints (OpenPose's "not found") read as NaN coordinates with score 0;
-    confidences are clipped to [0, 1].
+    The format (106 columns: a frame index, then 35 joints x (x, y, score); an
+    optional header row) is read by :mod:`microgesture.core.imigue`. Frames are
+    the 0-based data rows; times are ``frame / fps`` (the CSV has none).
+    ``0,0,0`` joints (OpenPose's "not found") read as NaN coordinates with
+    score 0; confidences are clipped to [0, 1].
     """
-    path = Path(os.fspath(path))
-    joints = get_layout(IMIGUE_LAYOUT).num_joints
-    columns = 3 * joints
-    rows = []
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise MicrogestureError(f"cannot read skeletons from {path}: {e.strerror}.") from None
-    with f:
-        for lineno, fields in enumerate(csv.reader(f), start=1):
-            while fields and not fields[-1].strip():
-                fields.pop()
-            if not fields:
-                continue
-            try:
-                values = [float(v) for v in fields]
-            except ValueError:
-                if not rows and lineno == 1:
-                    continue   # a header row
-                col = next(i for i, v in enumerate(fields) if not _is_float(v))
-                raise _bad(path, lineno, f"column {col + 1} is {fields[col]!r}, not a number.") from None
-            if len(values) != columns:
-                raise _bad(path, lineno, f"{len(values)} values; an iMiGUE _light_hand.csv row "
-                                         f"has {columns} ({joints} joints x (x, y, confidence)).")
-            rows.append(values)
-    if not rows:
-        raise MicrogestureError(f"{path} holds no frames; expected rows of {columns} numbers.")
-    arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), joints, 3)
-    keypoints = arr[..., :2].astype(np.float32)
-    scores = np.clip(np.nan_to_num(arr[..., 2], nan=0.0), 0.0, 1.0).astype(np.float32)
-    missing = ((scores == 0) & (keypoints == 0).all(-1)) | ~np.isfinite(keypoints).all(-1)
-    keypoints[missing] = np.nan
-    scores[missing] = 0.0
-    frames = np.arange(len(rows), dtype=np.int64)
+    from .imigue import read_light_hand
+
+    keypoints, scores = read_light_hand(path)
+    frames = np.arange(len(keypoints), dtype=np.int64)
     return frames, frames / float(fps), keypoints, scores, IMIGUE_LAYOUT, width, height
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False

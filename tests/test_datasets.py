@@ -114,16 +114,26 @@ def make_own(root, clips, classes=None, n_frames=8, size=(160, 120), videos=True
     return root
 
 
-def make_imigue_raw(root, videos, size=(192, 108), with_video=True):
-    """iMiGUE raw: videos = {name: (n_frames, [(raw id, start, end), ...])}; split.csv with
-    subject s<name> and alternating train/test."""
+def light_hand_rows(kp, sc, header=False):
+    """Rows of a _light_hand.csv as released: 106 columns, the frame index first."""
+    rows = [[str(t)] + [f"{v:.2f}" for v in np.concatenate([kp[t], sc[t][:, None]], 1).ravel()]
+            for t in range(len(kp))]
+    return ([["frame"] + [f"{c}{j}" for j in range(35) for c in "xyc"]] if header else []) + rows
+
+
+def make_imigue_raw(root, videos, size=(192, 108), with_video=True, release=False, header=False):
+    """iMiGUE raw: videos = {name: (n_frames, [(raw id, start, end), ...])}, frames 0-based
+    inclusive. Flat with split.csv (subject s<name>, alternating train/test), or with
+    ``release=True`` the release's tree: imigue_skeleton_<split>/<name>/ (alternating
+    train/validate/test) and RGB in imigue_rgb/<name>.mp4, no split file."""
     root.mkdir(parents=True, exist_ok=True)
     split_rows = [("video", "subject", "split")]
     for k, (name, (n, labels)) in enumerate(videos.items()):
         kp, sc = person("imigue35", n, box=(700, 200, 1200, 1000))
-        rows = [[f"{v:.2f}" for v in np.concatenate([kp[t], sc[t][:, None]], 1).ravel()] for t in range(n)]
-        write_csv(root / f"{name}_light_hand.csv", rows)
-        write_csv(root / f"{name}_label.csv", [list(r) for r in labels])
+        folder = root / f"imigue_skeleton_{('train', 'validate', 'test')[k % 3]}" / name if release else root
+        folder.mkdir(parents=True, exist_ok=True)
+        write_csv(folder / f"{name}_light_hand.csv", light_hand_rows(kp, sc, header))
+        write_csv(folder / f"{name}_label.csv", [list(r) for r in labels])
         if with_video:
             w, h = size
             frames = []
@@ -131,9 +141,11 @@ def make_imigue_raw(root, videos, size=(192, 108), with_video=True):
                 img = np.zeros((h, w, 3), np.uint8)
                 img[:, 4 * t:4 * t + 4] = 255
                 frames.append(img)
-            write_video(root / f"{name}.mp4", frames, fourcc="mp4v")
+            (root / "imigue_rgb").mkdir(exist_ok=True)
+            write_video((root / "imigue_rgb" if release else root) / f"{name}.mp4", frames, fourcc="mp4v")
         split_rows.append((name, f"s{name}", "train" if k % 2 == 0 else "test"))
-    write_csv(root / "split.csv", split_rows)
+    if not release:
+        write_csv(root / "split.csv", split_rows)
     return root
 
 
@@ -244,23 +256,22 @@ def test_empty_csv_and_wrong_layouts_name_the_missing_file(tmp_path):
 
 def test_imigue_raw_records(tmp_path):
     root = make_imigue_raw(tmp_path / "raw", {
-        "0001": (30, [("gestureID", "start", "end"), (1, 1, 10), (99, 12, 30)]),
-        "0002": (25, [(32, 5, 5), (17, 3, 20)]),
+        "0001": (30, [("gestureID", "start", "end"), (1, 0, 9), (99, 11, 29)]),
+        "0002": (25, [(32, 4, 4), (17, 2, 19)]),
     })
     index = open_dataset(root)
     assert index.kind == "imigue-raw" and index.layout == "imigue35" and index.classes == IMIGUE_CLASSES
     got = [(r.clip_id, r.label, r.start, r.end, r.subject, r.split) for r in index.records]
-    assert got == [("0001_1", 0, 0, 10, "s0001", "train"), ("0001_2", 31, 11, 30, "s0001", "train"),
-                   ("0002_1", 31, 4, 5, "s0002", "test"), ("0002_2", 16, 2, 20, "s0002", "test")]
+    assert got == [("0001_0", 0, 0, 10, "s0001", "train"), ("0001_1", 31, 11, 30, "s0001", "train"),
+                   ("0002_0", 31, 4, 5, "s0002", "test"), ("0002_1", 16, 2, 20, "s0002", "test")]
     assert all(r.video.name == r.clip_id[:4] + ".mp4" and r.skeleton_format == "imigue-csv" for r in index.records)
-    assert [r.clip_id for r in open_dataset(root, split="test").records] == ["0002_1", "0002_2"]
+    assert [r.clip_id for r in open_dataset(root, split="test").records] == ["0002_0", "0002_1"]
 
 
 @pytest.mark.parametrize("row,match", [
     ((40, 1, 5), r"0001_label\.csv:2: iMiGUE gesture id 40 is out of range"),
     ((3, 9, 4), r"0001_label\.csv:2: start frame 9 is after end frame 4"),
-    ((3, 5, 31), r"0001_label\.csv:2: frames 5\.\.31 go beyond the 30 frames"),
-    ((3, 0, 4), r"0001_label\.csv:2: start frame 0 is below 1"),
+    ((3, -1, 4), r"0001_label\.csv:2: start frame -1 is negative; iMiGUE frames are 0-based"),
 ])
 def test_imigue_raw_label_errors_name_file_and_line(tmp_path, row, match):
     root = make_imigue_raw(tmp_path / "raw", {"0001": (30, [(1, 1, 2), row])}, with_video=False)
@@ -268,19 +279,28 @@ def test_imigue_raw_label_errors_name_file_and_line(tmp_path, row, match):
         open_dataset(root)
 
 
+def test_imigue_raw_label_beyond_the_skeleton_is_skipped_and_named(tmp_path):
+    root = make_imigue_raw(tmp_path / "raw", {"0001": (30, [(1, 0, 2), (3, 5, 30)])}, with_video=False)
+    index = open_dataset(root)
+    assert [r.clip_id for r in index] == ["0001_0"]
+    assert "clip '0001_1' (label row 2): frames 5..30 go beyond the 30 frames (0..29)" in index.skipped[0][1]
+    with pytest.raises(MicrogestureError, match=r"0001_label\.csv: clip '0001_1'.*go beyond"):
+        open_dataset(root, strict=True)
+
+
 def test_imigue_raw_split_file_problems(tmp_path):
     root = make_imigue_raw(tmp_path / "raw", {"0001": (10, [(1, 1, 2)]), "0002": (10, [(2, 1, 2)])},
                            with_video=False)
     write_csv(root / "split.csv", [("video", "subject", "split"), ("0001", "s1", "train")])
     index = open_dataset(root)  # 0002 is not in the split file: skipped, with the reason
-    assert [r.clip_id for r in index.records] == ["0001_1"] and index.records[0].video is None
+    assert [r.clip_id for r in index.records] == ["0001_0"] and index.records[0].video is None
     assert "not in the split file" in index.skipped[0][1]
     with pytest.raises(MicrogestureError, match="0002.*not in the split file"):
         open_dataset(root, strict=True)
     with pytest.raises(MicrogestureError, match="no clips in split 'test'"):
         open_dataset(root, split="test")
     (root / "split.csv").unlink()
-    with pytest.raises(MicrogestureError, match=r"missing split file .*split\.csv.*video,subject,split"):
+    with pytest.raises(MicrogestureError, match=r"not inside one of the release's folders.*split\.csv"):
         open_dataset(root)
     write_csv(root / "split.csv", [("video", "subject", "split"), ("0001", "s1", "train"), ("0002", "s1", "test")])
     with pytest.raises(MicrogestureError, match=r"subject\(s\) \['s1'\] appear in more than one split"):
@@ -526,7 +546,7 @@ def test_pose_only_data(tmp_path):
 
 
 def test_imigue_raw_item_converts_layout_and_seeks(tmp_path):
-    root = make_imigue_raw(tmp_path / "raw", {"0001": (30, [(1, 1, 4), (5, 17, 24)])})
+    root = make_imigue_raw(tmp_path / "raw", {"0001": (30, [(1, 0, 3), (5, 16, 23)])})
     ds = ClipDataset(open_dataset(root), TINY, train=False)
     item = ds[1]  # frames 16..23 of a 192x108 video whose skeleton is in 1920x1080 pixels
     assert item["heatmaps"].shape == (18, 8, 16, 16) and int(item["label"]) == 4
@@ -572,9 +592,9 @@ def test_imigue_window_read_matches_the_whole_file_reader(tmp_path):
     path = root / "0001_light_hand.csv"
     lines = path.read_text().splitlines()
     row = lines[5].split(",")
-    row[3:6] = ["0", "0", "0"]  # joint 1 not found, as OpenPose writes it
+    row[4:7] = ["0", "0", "0"]  # joint 1 not found, as OpenPose writes it (column 0: the frame index)
     lines[5] = ",".join(row)
-    path.write_text("\n".join(["h" + ",h" * 104, *lines[:7], "", *lines[7:]]) + "\n")  # a header, a blank line
+    path.write_text("\n".join(["h" + ",h" * 105, *lines[:7], "", *lines[7:]]) + "\n")  # a header, a blank line
     frames, _, kp, sc, layout, w, h = read_imigue_csv(path)
     offsets = imigue_row_offsets(path)
     assert len(offsets) == 13

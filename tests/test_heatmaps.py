@@ -255,9 +255,12 @@ def test_limb_flip_permutation_matches_posec3d():
     assert perm[16] == 16  # hip to hip is its own mirror
 
 
-def test_imigue22_limbs_cannot_be_flipped():
-    with pytest.raises(MicrogestureError, match="HandLeft-ShoulderRight.*cannot be flipped"):
-        limb_flip_permutation("imigue22")
+def test_imigue22_anatomical_limbs_flip_by_name():
+    layout = get_layout("imigue22")
+    perm = limb_flip_permutation("imigue22")
+    limbs = layout.limbs
+    for k, q in enumerate(perm):  # each limb's mirror joins the mirrored joints
+        assert {layout.flip_permutation[i] for i in limbs[k]} == set(limbs[q])
 
 
 def test_flip_heatmaps_batches_and_is_an_involution():

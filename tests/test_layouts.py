@@ -7,7 +7,7 @@ import pytest
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError
 from microgesture.core.layouts import (LAYOUTS, Layout, convert, flip_keypoints, get_layout, mapping_matrix,
-                                       missing_joints)
+                                       mirror_name, missing_joints)
 
 SIZES = {"imigue35": 35, "imigue22": 22, "coco18": 18, "coco17": 17, "mediapipe33": 33,
          "mediapipe-hand21": 21, "mediapipe-holistic75": 75}
@@ -75,10 +75,45 @@ def test_openpose_and_imigue_orders():
                                     "ShoulderRight", "ElbowRight", "HandRight", "EyeLeft", "EyeRight", "EarLeft",
                                     "EarRight")
     assert imigue22.joints[12] == "RightFinger1" and imigue22.joints[21] == "LeftFinger5"
-    assert imigue22.canonical[4] == "left_wrist" and imigue22.canonical[12] == "right_thumb_tip"
-    body = [(0, 1), (2, 1), (2, 3), (3, 4), (4, 5), (2, 6), (6, 7), (7, 8), (1, 9), (9, 11), (1, 10), (10, 11)]
+    # the release names the viewer's side: its ShoulderLeft/HandLeft are the subject's right ones
+    assert imigue22.canonical[2] == "right_shoulder" and imigue22.canonical[4] == "right_wrist"
+    assert imigue22.canonical[12] == "left_thumb_tip" and imigue22.canonical[21] == "right_pinky_tip"
+    # anatomical limbs (the default): each hand joins its own five fingertips
+    body = [(1, 0), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (0, 8), (8, 10), (0, 9), (9, 11)]
     hands = [(7, 12 + k) for k in range(5)] + [(4, 17 + k) for k in range(5)]
-    assert list(imigue22.limbs) == body + hands
+    assert list(imigue22.limbs) == body + hands and imigue22.limb_set("anatomical") == imigue22.limbs
+    # the published list, verbatim, as a named set
+    release = [(2, 1), (2, 3), (3, 4), (4, 5), (2, 6), (6, 7), (7, 8), (1, 9), (9, 11), (1, 10), (10, 11)]
+    assert list(imigue22.limb_set("release")) == release + [(5, 12 + k) for k in range(5)] + [
+        (8, 17 + k) for k in range(5)]
+    with pytest.raises(MicrogestureError, match="unknown imigue22 limb set 'relase'.*release"):
+        imigue22.limb_set("relase")
+    # flip pairs follow the names: each hand's tips swap with the other hand's
+    assert (2, 5) in imigue22.flip_pairs and (4, 7) in imigue22.flip_pairs and (12, 17) in imigue22.flip_pairs
+    for i, j in imigue22.flip_pairs:
+        assert imigue22.canonical[j] == mirror_name(imigue22.canonical[i])
+
+
+def test_the_35_and_22_joint_readers_agree_on_one_raw_frame(tmp_path):
+    """One raw _light_hand.csv frame, read as the 35-joint file and as the challenge converter's
+    22 joints, gives the same COCO-18 skeleton (not its mirror image)."""
+    from microgesture.core.imigue import read_light_hand, to_challenge22
+
+    rng = np.random.default_rng(3)
+    raw = np.concatenate([rng.uniform(100, 1800, (35, 2)), rng.uniform(0.3, 1, (35, 1))], 1)
+    raw[5, 0], raw[2, 0] = 1200.0, 700.0  # LShoulder on the image's right: a subject facing the camera
+    path = tmp_path / "0001_light_hand.csv"
+    path.write_text("frame," + ",".join(f"{c}{j}" for j in range(35) for c in "xys") + "\n"
+                    + "0," + ",".join(f"{v:.3f}" for v in raw.ravel()) + "\n")
+    kp35, sc35 = read_light_hand(path)
+    kp22, sc22 = to_challenge22(kp35, sc35)
+    a_kp, a_sc = convert(kp35, sc35, "imigue35", "coco18")
+    b_kp, b_sc = convert(kp22, sc22, "imigue22", "coco18")
+    both = (a_sc > 0) & (b_sc > 0)
+    assert both.sum() == 12  # all but the hips and legs, which the 22 joints lack
+    np.testing.assert_array_equal(a_kp[both], b_kp[both])
+    coco = get_layout("coco18")
+    assert b_kp[0, coco.index("left_shoulder"), 0] > b_kp[0, coco.index("right_shoulder"), 0]
 
 
 def test_coco17_matches_posec3d():
@@ -168,8 +203,8 @@ def test_direct_conversions_copy_joints(src, dst):
 def test_imigue35_to_imigue22_by_name():
     kp, sc = pose_in("imigue35")
     out, _ = convert(kp, sc, "imigue35", "imigue22")
-    pairs = {"HandLeft": "LWrist", "ShoulderRight": "RShoulder", "ShoulderCenter": "Neck", "EarLeft": "LEar",
-             "RightFinger1": "RThumbTip", "LeftFinger5": "LPinkyTip", "LeftFinger3": "LMiddleTip"}
+    pairs = {"HandLeft": "RWrist", "ShoulderRight": "LShoulder", "ShoulderCenter": "Neck", "EarLeft": "REar",
+             "RightFinger1": "LThumbTip", "LeftFinger5": "RPinkyTip", "LeftFinger3": "RMiddleTip"}
     for dst, src in pairs.items():
         np.testing.assert_array_equal(out[at("imigue22", dst)], kp[at("imigue35", src)])
 
@@ -201,29 +236,31 @@ def test_mediapipe33_to_imigue22_approximates_fingertips_from_knuckles():
     kp, sc = pose_in("mediapipe33")
     out, out_sc = convert(kp, sc, "mediapipe33", "imigue22")
     thumb, index, pinky = (at("mediapipe33", f"left_{f}") for f in ("thumb", "index", "pinky"))
-    np.testing.assert_array_equal(out[at("imigue22", "LeftFinger1")], kp[thumb])
-    np.testing.assert_array_equal(out[at("imigue22", "LeftFinger2")], kp[index])
-    np.testing.assert_allclose(out[at("imigue22", "LeftFinger3")], 2 / 3 * kp[index] + 1 / 3 * kp[pinky])
-    np.testing.assert_allclose(out[at("imigue22", "LeftFinger4")], 1 / 3 * kp[index] + 2 / 3 * kp[pinky])
-    np.testing.assert_array_equal(out[at("imigue22", "LeftFinger5")], kp[pinky])
-    assert out_sc[at("imigue22", "LeftFinger3")] == min(sc[index], sc[pinky])
+    # the subject's left hand is the release's "Right" one (it names the viewer's side)
+    np.testing.assert_array_equal(out[at("imigue22", "left_thumb_tip")], kp[thumb])
+    assert at("imigue22", "left_thumb_tip") == at("imigue22", "RightFinger1")
+    np.testing.assert_array_equal(out[at("imigue22", "left_index_tip")], kp[index])
+    np.testing.assert_allclose(out[at("imigue22", "left_middle_tip")], 2 / 3 * kp[index] + 1 / 3 * kp[pinky])
+    np.testing.assert_allclose(out[at("imigue22", "left_ring_tip")], 1 / 3 * kp[index] + 2 / 3 * kp[pinky])
+    np.testing.assert_array_equal(out[at("imigue22", "left_pinky_tip")], kp[pinky])
+    assert out_sc[at("imigue22", "left_middle_tip")] == min(sc[index], sc[pinky])
     np.testing.assert_allclose(out[at("imigue22", "ShoulderCenter")],
                                (kp[at("mediapipe33", "left_shoulder")] + kp[at("mediapipe33", "right_shoulder")]) / 2)
-    np.testing.assert_array_equal(out[at("imigue22", "HandRight")], kp[at("mediapipe33", "right_wrist")])
+    np.testing.assert_array_equal(out[at("imigue22", "right_wrist")], kp[at("mediapipe33", "right_wrist")])
     assert (out_sc > 0).all()
 
 
 def test_holistic_to_imigue22_takes_fingertips_from_the_hands():
     kp, sc = pose_in("mediapipe-holistic75")
     out, out_sc = convert(kp, sc, "mediapipe-holistic75", "imigue22")
-    for side, prefix in (("Left", "left_hand"), ("Right", "right_hand")):
+    for side, prefix in (("Right", "left_hand"), ("Left", "right_hand")):  # the release names the viewer's side
         for k, tip in enumerate(("thumb_tip", "index_finger_tip", "middle_finger_tip", "ring_finger_tip", "pinky_tip")):
-            src = 33 + 21 * (side == "Right") + (4, 8, 12, 16, 20)[k]
+            src = 33 + 21 * (prefix == "right_hand") + (4, 8, 12, 16, 20)[k]
             assert get_layout("mediapipe-holistic75").joints[src] == f"{prefix}.{tip}"
             np.testing.assert_array_equal(out[at("imigue22", f"{side}Finger{k + 1}")], kp[src])
             assert out_sc[at("imigue22", f"{side}Finger{k + 1}")] == sc[src]
-    # the wrist is the pose's wrist, not the hand model's
-    np.testing.assert_array_equal(out[at("imigue22", "HandLeft")], kp[15])
+    # the wrist is the pose's wrist (left_wrist = 15), not the hand model's
+    np.testing.assert_array_equal(out[at("imigue22", "left_wrist")], kp[15])
 
 
 def test_imigue22_to_coco18_keeps_its_neck_and_lacks_the_legs():
@@ -234,7 +271,7 @@ def test_imigue22_to_coco18_keeps_its_neck_and_lacks_the_legs():
     assert missing_joints("imigue22", "coco18") == tuple(legs)
     for joint in legs:
         assert out_sc[at("coco18", joint)] == 0 and np.isnan(out[at("coco18", joint)]).all()
-    np.testing.assert_array_equal(out[at("coco18", "LWrist")], kp[at("imigue22", "HandLeft")])
+    np.testing.assert_array_equal(out[at("coco18", "LWrist")], kp[at("imigue22", "HandRight")])
 
 
 def test_missing_source_joints_give_score_zero_and_nan():

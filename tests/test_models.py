@@ -136,3 +136,36 @@ def test_config_round_trip_and_overrides():
         get_config("clip-mg-tiny", modality="audio")
     with pytest.raises(MicrogestureError, match="unknown field"):
         config_from_dict({**cfg.to_dict(), "future_field": 1})
+
+
+@pytest.mark.parametrize("windows", ["segments", "strided"])
+def test_each_rgb_frame_gets_the_pose_of_its_own_segment(windows):
+    """Perturb one pose frame: with the paper's aligned windows only the feature of
+    the RGB frame whose segment holds it changes; the first (strided) version also
+    changed the next window's feature (its receptive field reached back 1.5 frames)."""
+    cfg = get_config("clip-mg-b16", {"pose.windows": windows, "pose.channels": (4, 4, 4),
+                                     "pose.heatmap_size": 16, "pose.spatial_strides": (2, 2, 2)})
+    torch.manual_seed(0)
+    model = create_model(cfg, {"modality": "pose"}, seed=0).eval()
+    r, p = cfg.rgb_frames, cfg.pose_frames  # 8 windows of 4 pose frames
+    heatmaps = torch.rand(1, 18, p, 16, 16)
+    with torch.no_grad():
+        base = model.encode_pose(heatmaps)[0]
+        for frame in (0, 5, 13, 31):
+            moved = heatmaps.clone()
+            moved[:, :, frame] += 1.0
+            changed = ((model.encode_pose(moved)[0] - base).abs().amax(-1) > 1e-6).nonzero().flatten().tolist()
+            own = frame // (p // r)
+            if windows == "segments":
+                assert changed == [own], (frame, changed)
+            else:
+                assert own + 1 in changed or frame >= p - 2, (frame, changed)
+
+
+def test_configs_written_before_pose_windows_read_as_strided():
+    old = get_config("clip-mg-tiny").to_dict()
+    del old["pose"]["windows"]
+    assert config_from_dict(old).pose.windows == "strided"
+    assert get_config("clip-mg-tiny").pose.windows == "segments"
+    with pytest.raises(MicrogestureError, match="pose.windows must be one of segments, strided"):
+        get_config("clip-mg-tiny", {"pose.windows": "centred"})

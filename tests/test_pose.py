@@ -222,7 +222,8 @@ def test_recorded_pose_from_imigue_csv(tmp_path):
     rng = np.random.default_rng(2)
     arr = np.concatenate([rng.uniform(0, 1000, (4, 35, 2)), rng.uniform(0.1, 1, (4, 35, 1))], -1)
     path = tmp_path / "0007_light_hand.csv"
-    path.write_text("\n".join(",".join(f"{v:.4f}" for v in row) for row in arr.reshape(4, -1)))
+    path.write_text("\n".join(",".join([str(t)] + [f"{v:.4f}" for v in row])  # 106 columns: frame index first
+                              for t, row in enumerate(arr.reshape(4, -1))))
     est = create_estimator(f"recorded:{path}")
     assert est.layout == "imigue35"
     for i in range(4):

@@ -152,9 +152,9 @@ def imigue_rows(n=3, seed=0):
 
 
 def write_csv(path, arr, header=False, trailing_comma=False):
-    lines = ["x,y,c," * 35] if header else []
-    for row in arr.reshape(len(arr), -1):
-        lines.append(",".join(f"{v:g}" for v in row) + ("," if trailing_comma else ""))
+    lines = ["frame," + "x,y,c," * 34 + "x,y,c"] if header else []
+    for t, row in enumerate(arr.reshape(len(arr), -1)):  # 106 columns: the frame index first
+        lines.append(",".join([str(t)] + [f"{v:g}" for v in row]) + ("," if trailing_comma else ""))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -180,12 +180,12 @@ def test_imigue_csv_errors(tmp_path):
     lines = path.read_text().splitlines()
     lines[1] = ",".join(lines[1].split(",")[:-3])   # one joint short
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(MicrogestureError, match=r"a.csv:2: 102 values; .* has 105"):
+    with pytest.raises(MicrogestureError, match=r"a.csv: data row 2 has 103 values; .* has 106 numbers"):
         read_imigue_csv(path)
     lines = write_csv(tmp_path / "b.csv", arr).read_text().splitlines()
     lines[2] = lines[2].replace(lines[2].split(",")[4], "oops", 1)
     (tmp_path / "b.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(MicrogestureError, match=r"b.csv:3: column 5 is 'oops', not a number"):
+    with pytest.raises(MicrogestureError, match=r"b.csv: data row 3, column 5 is 'oops', not a number"):
         read_imigue_csv(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("a,b,c\n")
     with pytest.raises(MicrogestureError, match="holds no frames"):

@@ -22,16 +22,23 @@ their files.
   A clip's frame range is [0, last skeleton frame + 1); skeleton frame numbers
   are video frame indices.
 
-``imigue-raw`` -- iMiGUE as released, one long interview video per file set::
+``imigue-raw`` -- iMiGUE as released (``core.imigue`` reads the files), one long
+interview video per file set, the folder tree taken as it unpacks::
 
-    <video>.mp4             optional (pose-only when no video is present at all)
-    <video>_light_hand.csv  a row per frame: 35 joints x (x, y, confidence), 1920x1080 px
-    <video>_label.csv       rows "gestureID,start,end": 1-based ids (99 = the last
-                            class), 1-based inclusive frame numbers
-    split.csv               the SPLIT FILE (below); or pass ``split_file=``
+    imigue_skeleton_train/<video>/<video>_light_hand.csv   106 columns per row: a frame
+                                        index, then 35 joints x (x, y, score), 1920x1080 px
+    imigue_skeleton_train/<video>/<video>_label.csv        rows "gestureID,start,end": ids
+                                        1..31 (99 = the last class), 0-based inclusive frames
+    imigue_skeleton_validate/..., imigue_skeleton_test/... the other splits
+    <anywhere below the root>/<video>.mp4                  optional RGB (its own tree)
+    split.csv                           optional SPLIT FILE (below): when present it decides
+                                        subjects and splits (the 37/35 cross-subject protocol)
 
-  Each label row is one clip: frames [start - 1, end) of its video and skeleton
-  file, id ``<video>_<k>`` (k = 1-based row number among the label rows).
+  The split is the ``imigue_skeleton_<split>`` folder (``validate`` is ``val``); the
+  subject is then the video name (the release does not name athletes). Without those
+  folders a split file is needed. Each label row is one clip: frames [start, end]
+  of its video and skeleton file, id ``<video>_<k>`` (k = 0-based row number among
+  the label rows, as the challenge release names its clips).
 
 ``imigue-challenge`` -- the MiGA challenge release (ST-GCN convention)::
 
@@ -44,7 +51,10 @@ their files.
                             in videos/ or beside the arrays
     split.csv               optional SPLIT FILE, for subjects
 
-  Trailing frames whose confidences are all 0 are padding and are dropped when
+  The parts ``train`` and ``valid`` are the training and validation splits
+  (``valid`` reads as ``val``). Clips longer than T frames keep their LAST T
+  skeleton frames, shorter ones are zero-padded: skeleton frame i of a clip whose
+  video has n > T frames is video frame n - T + i. Trailing frames whose confidences are all 0 are padding and are dropped when
   the clip is loaded. Coordinates: if every valid |x|, |y| is <= 1.5 they are
   normalised -- to [0, 1] (scaled by the frame size) or, when clearly negative
   values occur, centred on 0 as ST-GCN's ``x - 0.5`` (shifted by 0.5, then
@@ -54,23 +64,25 @@ their files.
 
 The SPLIT FILE (``split.csv``) is a CSV with the header ``video,subject,split``:
 one row per long video (the name before ``_label.csv``, or before ``_<idx>`` of
-a challenge sample), the subject (athlete) in it, and ``train`` or ``test``
-(``val`` is accepted too). The real cross-subject protocol has 37 train and 35
+a challenge sample), the subject (athlete) in it, and its split. Split names, wherever they are
+written (this file, the ``split`` column of clips.csv, the challenge's parts, the
+raw release's folders), read as ``train``, ``val`` or ``test``
+(:func:`canonical_split`: ``valid``, ``validation`` and ``validate`` are ``val``). The real cross-subject protocol has 37 train and 35
 test subjects; a subject must never be on both sides. Without a split file the
 challenge reader uses the video name as the subject.
 
 Problems with a clip's FILES (a missing or unreadable skeleton, a missing video,
-a video not listed in the split file) skip the clip: it is listed in
+a video not listed in the split file, an iMiGUE label beyond its skeleton's frames)
+skip the clip: it is listed in
 ``DatasetIndex.skipped`` with its path and reason, and a warning gives the count;
 ``strict=True`` raises on the first one instead. Problems with the ANNOTATIONS
-(an unknown label, an id out of range, start > end, frames beyond the skeleton
-file, an empty file) always raise, naming file:line.
+(an unknown label, an id out of range, start > end, an empty file) always raise,
+naming file:line.
 """
 
 from __future__ import annotations
 
 import builtins
-import csv
 import io
 import logging
 import os
@@ -83,8 +95,9 @@ from pathlib import Path
 
 import numpy as np
 
+from microgesture.core import imigue
 from microgesture.core.errors import MicrogestureError, did_you_mean
-from microgesture.core.labels import IMIGUE_CLASSES, imigue_class_from_raw
+from microgesture.core.labels import IMIGUE_CLASSES
 from microgesture.core.skeleton_io import IMIGUE_HEIGHT, IMIGUE_WIDTH, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -92,6 +105,9 @@ log = logging.getLogger(__name__)
 KINDS = ("clips", "imigue-raw", "imigue-challenge")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "validate": "val", "test": "test", "testing": "test"}
+"""How users write split names -> the split they mean (:func:`canonical_split`)."""
 SPLIT_FILE = "split.csv"
 SPLIT_HEADER = ("video", "subject", "split")
 SKELETON_FORMATS = ("jsonl", "imigue-csv", "npy")
@@ -103,7 +119,15 @@ CENTRED_BELOW = -0.05
 CHALLENGE_LAYOUT = "imigue22"
 CHALLENGE_SIZE = (IMIGUE_WIDTH, IMIGUE_HEIGHT)
 _SPLIT_HELP = ("a CSV with the header 'video,subject,split' and one row per video "
-               "(split is train or test; see microgesture.training.datasets)")
+               "(split is train, val or test; see microgesture.training.datasets)")
+
+
+def canonical_split(name: str | None) -> str | None:
+    """``train``, ``val`` or ``test`` for a split name as users write it (``valid``,
+    ``validation``, ``Test``, ...); None stays None; an unknown name is returned as given."""
+    if name is None:
+        return None
+    return SPLIT_ALIASES.get(name.strip().lower(), name.strip())
 
 
 @dataclass(frozen=True)
@@ -114,7 +138,7 @@ class ClipRecord:
     to the end of the skeleton). ``skeleton_format`` says how to read ``skeleton``:
     ``jsonl`` (core.skeleton_io), ``imigue-csv`` (a long ``_light_hand.csv``; its
     rows are video frames) or ``npy`` (row ``pose_array_index`` of a challenge
-    array; its frames span the whole clip video). ``coords`` says how ``npy``
+    array; the last T frames of a longer clip video). ``coords`` says how ``npy``
     coordinates are scaled (module docstring); the other formats are pixels.
     """
 
@@ -202,6 +226,7 @@ class DatasetIndex:
 
     def by_split(self, split: str) -> DatasetIndex:
         """The records of one split (``train``, ``test``, ...); an error when there are none."""
+        split = canonical_split(split)
         out = self.select(lambda r: r.split == split)
         if not out.records:
             have = self.splits()
@@ -327,14 +352,7 @@ def _line_error(path: Path, line: int, what: str) -> MicrogestureError:
 
 def _read_csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
     """(line number, stripped fields) of the non-blank rows of a CSV file."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = [(n, [v.strip() for v in fields]) for n, fields in enumerate(csv.reader(f), start=1)]
-    except OSError as e:
-        raise MicrogestureError(f"cannot read {what} {path}: {e.strerror}.") from None
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise MicrogestureError(f"{path} is not a readable CSV file ({e}); expected {what}.") from None
-    return [(n, fields) for n, fields in rows if any(fields)]
+    return imigue.read_csv_rows(path, what)
 
 
 def _files_by_stem(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
@@ -416,14 +434,14 @@ def _read_clips(root: Path, problems: _Problems) -> DatasetIndex:
         if len(fields) < len(header):
             raise _line_error(csv_path, n, f"{len(fields)} fields, expected {len(header)} ({','.join(header)}).")
         clip, label, subject = (fields[col[c]] for c in ("clip", "label", "subject"))
-        split = fields[col["split"]] if "split" in col else None
+        split = canonical_split(fields[col["split"]]) if "split" in col and fields[col["split"]] else None
         for name, value in (("clip", clip), ("label", label), ("subject", subject)):
             if not value:
                 raise _line_error(csv_path, n, f"the {name} is empty.")
         if clip in seen:
             raise _line_error(csv_path, n, f"clip {clip!r} is listed twice (first on line {seen[clip]}).")
         if split is not None and split not in SPLITS:
-            raise _line_error(csv_path, n, f"split {split!r} is not one of {', '.join(SPLITS)}.")
+            raise _line_error(csv_path, n, f"split {split!r} is not one of {', '.join(SPLIT_ALIASES)}.")
         seen[clip] = n
         entries.append((n, clip, label, subject, split or None))
     if not entries:
@@ -511,9 +529,9 @@ def read_split_file(path: Path) -> dict[str, tuple[str, str]]:
         if len(fields) != 3 or not all(fields):
             raise _line_error(path, n, f"expected 3 non-empty fields video,subject,split, got {fields}.")
         video, subject, split = fields
-        split = split.lower()
+        split = canonical_split(split)
         if split not in SPLITS:
-            raise _line_error(path, n, f"split {split!r} is not one of {', '.join(SPLITS)}.")
+            raise _line_error(path, n, f"split {split!r} is not one of {', '.join(SPLIT_ALIASES)}.")
         if video in out:
             raise _line_error(path, n, f"video {video!r} is listed twice (first on line {lines[video]}).")
         out[video], lines[video] = (subject, split), n
@@ -533,50 +551,34 @@ def read_split_file(path: Path) -> dict[str, tuple[str, str]]:
 
 def count_csv_rows(path: Path) -> int:
     """Data rows of an iMiGUE ``_light_hand.csv`` (non-blank lines, a header line excluded)."""
-    count, first = 0, None
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                if first is None:
-                    first = line
-                count += 1
-    if first is not None:
-        head = first.split(b",")[0].strip()
-        try:
-            float(head)
-        except ValueError:
-            count -= 1  # a header row
-    return count
+    return imigue.count_rows(path)
 
 
-def _read_imigue_labels(path: Path, num_frames: int, skeleton: Path) -> list[tuple[int, int, int]]:
-    """(class id, start, end) rows of a ``<video>_label.csv``: 0-based class and [start, end) frames."""
-    rows = _read_csv_rows(path, "an iMiGUE label file")
-    out = []
-    for k, (n, fields) in enumerate(rows):
-        while fields and not fields[-1]:
-            fields.pop()
-        values = [_parse_int(v) for v in fields]
-        if any(v is None for v in values):
-            if k == 0:
-                continue  # a header row
-            raise _line_error(path, n, f"expected three integers gestureID,start,end, got {','.join(fields)!r}.")
-        if len(values) != 3:
-            raise _line_error(path, n, f"{len(values)} values; an iMiGUE label row is gestureID,start,end.")
-        raw, start, end = values
-        try:
-            label = imigue_class_from_raw(raw)
-        except MicrogestureError as e:
-            raise _line_error(path, n, str(e)) from None
-        if start < 1:
-            raise _line_error(path, n, f"start frame {start} is below 1; iMiGUE frames are 1-based.")
-        if start > end:
-            raise _line_error(path, n, f"start frame {start} is after end frame {end}.")
-        if end > num_frames:
-            raise _line_error(path, n, f"frames {start}..{end} go beyond the {num_frames} frames of "
-                                       f"{skeleton}; fix the row or the skeleton file.")
-        out.append((label, start - 1, end))
+def _videos_below(root: Path) -> dict[str, list[Path]]:
+    """{stem: [paths]} of every video file below ``root`` (the release keeps RGB in its own tree)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
+            out.setdefault(p.stem, []).append(p)
     return out
+
+
+def _raw_split(label_path: Path, root: Path, video: str, table, split_path: Path, problems: _Problems):
+    """(subject, split) of a raw video: from the split file when there is one, else from the
+    release folder; None (after reporting) when neither says."""
+    if table is not None:
+        if video not in table:
+            problems(label_path, f"video {video!r} is not in the split file {split_path}; its clips are skipped",
+                     f"Add a row '{video},<subject>,<train|val|test>' to it.")
+            return None
+        return table[video]
+    split = canonical_split(imigue.split_of_folder(label_path, root))
+    if split is None:
+        raise MicrogestureError(
+            f"{label_path} is not inside one of the release's folders "
+            f"({', '.join(imigue.SPLIT_FOLDERS)}) and there is no split file {split_path}: keep the "
+            f"release's folder tree as it unpacks, or write {_SPLIT_HELP}.")
+    return video, split
 
 
 def _read_imigue_raw(root: Path, problems: _Problems, split_path: Path | None) -> DatasetIndex:
@@ -585,44 +587,43 @@ def _read_imigue_raw(root: Path, problems: _Problems, split_path: Path | None) -
         raise MicrogestureError(f"{root} holds no <video>_label.csv file; iMiGUE raw needs, per video, "
                                 "<video>_label.csv (gestureID,start,end) beside <video>_light_hand.csv.")
     split_path = split_path or root / SPLIT_FILE
-    table = read_split_file(split_path)
-    videos_by_folder = {}
-    records = []
+    table = read_split_file(split_path) if split_path.is_file() else None
+    videos = _videos_below(root)
+    out = []
     for label_path in label_files:
         video = label_path.name[: -len("_label.csv")]
-        folder = label_path.parent
-        skeleton = folder / f"{video}_light_hand.csv"
-        if folder not in videos_by_folder:
-            videos_by_folder[folder] = _files_by_stem(folder, VIDEO_EXTENSIONS)
+        skeleton = label_path.parent / f"{video}_light_hand.csv"
         if not skeleton.is_file():
             problems(skeleton, f"missing skeleton file for {label_path.name}; its clips are skipped",
                      f"Put {skeleton.name} beside {label_path.name}.")
             continue
-        if video not in table:
-            problems(label_path, f"video {video!r} is not in the split file {split_path}; its clips are skipped",
-                     f"Add a row '{video},<subject>,<train|test>' to it.")
+        side = _raw_split(label_path, root, video, table, split_path, problems)
+        if side is None:
             continue
-        subject, split = table[video]
+        subject, split = side
         try:
-            num_frames = count_csv_rows(skeleton)
-        except OSError as e:
-            problems(skeleton, f"cannot read the skeleton file ({e.strerror})")
+            num_frames = imigue.count_rows(skeleton)
+        except MicrogestureError as e:
+            problems(skeleton, f"cannot read the skeleton file ({e})")
             continue
         if num_frames == 0:
             problems(skeleton, "the skeleton file has no frames; its clips are skipped")
             continue
-        rows = _read_imigue_labels(label_path, num_frames, skeleton)
-        records += [(folder, video, k, label, start, end, subject, split, skeleton)
-                    for k, (label, start, end) in enumerate(rows, start=1)]
-    has_videos = any(videos_by_folder.values())
-    out = []
-    for folder, video, k, label, start, end, subject, split, skeleton in records:
-        clip = f"{video}_{k}"
-        path = videos_by_folder[folder].get(video) if has_videos else None
-        if has_videos and not _check_video(path, clip, problems, folder / video):
-            continue
-        out.append(ClipRecord(clip, label, subject, "imigue35", skeleton, path, start, end, "imigue-csv",
-                              split=split))
+        rows = imigue.read_label_csv(label_path)
+        # the video beside the skeleton first, else the only one of that name below the root
+        found = videos.get(video, [])
+        path = next((p for p in found if p.parent == label_path.parent), found[0] if found else None)
+        for k, (label, start, end) in enumerate(rows):
+            clip = f"{video}_{k}"
+            if end >= num_frames:
+                problems(label_path, f"clip {clip!r} (label row {k + 1}): frames {start}..{end} go beyond the "
+                                     f"{num_frames} frames (0..{num_frames - 1}) of {skeleton}",
+                         "Fix the row or the skeleton file.")
+                continue
+            if videos and not _check_video(path, clip, problems, label_path.parent / video):
+                continue
+            out.append(ClipRecord(clip, label, subject, "imigue35", skeleton, path if videos else None,
+                                  start, end + 1, "imigue-csv", split=split))
     return DatasetIndex(tuple(out), IMIGUE_CLASSES, "imigue35", root, "imigue-raw")
 
 
@@ -705,11 +706,12 @@ def video_of_sample(name: str) -> str:
 def _read_challenge(root: Path, problems: _Problems, split_path: Path | None, split: str | None) -> DatasetIndex:
     found = sorted(p.name[: -len("_data.npy")] for p in root.glob("*_data.npy"))
     if split is not None:
-        if split not in found:
+        chosen = [name for name in found if canonical_split(name) == canonical_split(split)]
+        if not chosen:
             raise MicrogestureError(f"missing {root / f'{split}_data.npy'}: the iMiGUE challenge release "
                                     f"has <split>_data.npy and <split>_label.pkl per split; found splits "
                                     f"{found or 'none'}.")
-        found = [split]
+        found = chosen
     if not found:
         labels = sorted(p.name for p in root.glob("*_label.pkl"))
         raise MicrogestureError(f"{root} holds no <split>_data.npy (found {labels or 'no files'} of the "
@@ -760,5 +762,6 @@ def _read_challenge(root: Path, problems: _Problems, split_path: Path | None, sp
             if has_videos and not _check_video(video, sample, problems, root / "videos" / stem):
                 continue
             records.append(ClipRecord(sample, int(label), subject, CHALLENGE_LAYOUT, data_path, video,
-                                      skeleton_format="npy", pose_array_index=i, split=name, coords=coords))
+                                      skeleton_format="npy", pose_array_index=i, split=canonical_split(name),
+                                      coords=coords))
     return DatasetIndex(tuple(records), IMIGUE_CLASSES, CHALLENGE_LAYOUT, root, "imigue-challenge")

@@ -20,7 +20,7 @@ import torch
 from microgesture.core.checkpoint import atomic_write, load_checkpoint
 from microgesture.core.config import ClipMGConfig
 from microgesture.core.errors import MicrogestureError
-from microgesture.training import plots
+from microgesture.training import plots, splits
 from microgesture.training.datasets import open_dataset
 from microgesture.training.metrics import classification_report
 from microgesture.training.trainer import BEST_FILE, METRICS_FILE, RUN_FILE
@@ -103,7 +103,7 @@ def evaluate(run_or_checkpoint: str | Path, data: str | None = None, clips: int 
             f"the dataset at {data} has {len(index.classes)} classes but the model was trained on "
             f"{config.num_classes}: evaluate on data with the same classes.txt")
     if not all_subjects and info is not None:
-        _, index = index.split_by_subject(test_subjects=tuple(info["split"]["test_subjects"]))
+        index = splits.eval_part(index, info["split"])
     if len(index.records) == 0:
         raise MicrogestureError(f"no test clips in {data} for this run's test subjects")
     views = [ClipDataset(index, config, train=False, clip=k, num_clips=clips, flip=f)

@@ -157,6 +157,13 @@ EAR = (_L.index("left_ear"), _L.index("right_ear"))
 TIPS = tuple(np.array([_L.index(f"{s}_{f}_tip") for f in ("thumb", "index", "middle", "ring", "pinky")])
              for s in ("left", "right"))
 SIGN = (1.0, -1.0)   # the person's left is the image's right (+x)
+# The joint order observe() draws its per-joint randomness in: imigue22's order before its
+# sides were stated as the subject's. Fixed, so a seed makes the same data (and the shipped
+# demo the same video) whatever order the layout table has.
+_DRAW_ORDER = np.array([_L.index(c) for c in (
+    "nose", "neck", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
+    "left_eye", "right_eye", "left_ear", "right_ear",
+    *(f"{s}_{f}_tip" for s in ("right", "left") for f in ("thumb", "index", "middle", "ring", "pinky")))])
 _FACE = np.array([NOSE, *EYE, *EAR])
 _HIP_PIVOT = np.array([0.0, 0.55])    # body sways about this point
 
@@ -716,10 +723,12 @@ def _anchor(name: str, kp: np.ndarray, rest: np.ndarray, h: int) -> np.ndarray:
 
 def observe(track: Track, subj: Subject, rng, size) -> tuple[np.ndarray, np.ndarray]:
     """What a pose estimator would report: (keypoints (T, 22, 2), scores (T, 22)), NaN where missing."""
-    kp = track.keypoints
+    pos = np.argsort(_DRAW_ORDER)  # layout joint -> draw position (randomness is drawn in _DRAW_ORDER)
+    kp = track.keypoints[:, _DRAW_ORDER]
+    hands, tips, face = pos[list(HAND)], [pos[t] for t in TIPS], pos[_FACE]
     T, V = kp.shape[:2]
     unit = track.scale[:, None, None]
-    tip_idx = np.concatenate(TIPS)
+    tip_idx = np.concatenate(tips)
     sigma = np.full(V, 0.003)
     sigma[tip_idx] = 0.006
     base = rng.uniform(0.88, 0.99, V)
@@ -728,14 +737,14 @@ def observe(track: Track, subj: Subject, rng, size) -> tuple[np.ndarray, np.ndar
     noise = rng.normal(0, 1, (T, V, 2)) * sigma[None, :, None]
     # hands behind the body: low confidence, worse positions
     for h in (0, 1):
-        idx = np.concatenate([[HAND[h]], TIPS[h]])
+        idx = np.concatenate([[hands[h]], tips[h]])
         hid = track.behind[:, h]
         scores[np.ix_(hid, idx)] = rng.uniform(0.05, 0.25, (int(hid.sum()), len(idx)))
         noise[np.ix_(hid, idx)] *= 3
     # face joints under a hand
     for h in (0, 1):
-        d = np.linalg.norm(kp[:, _FACE] - kp[:, HAND[h], None], axis=-1) / track.scale[:, None]
-        scores[:, _FACE] = np.where(d < 0.05, scores[:, _FACE] * 0.45, scores[:, _FACE])
+        d = np.linalg.norm(kp[:, face] - kp[:, hands[h], None], axis=-1) / track.scale[:, None]
+        scores[:, face] = np.where(d < 0.05, scores[:, face] * 0.45, scores[:, face])
     # occasional low confidence and missing joints
     low = rng.random((T, V)) < 0.02
     scores[low] = rng.uniform(0.05, 0.3, int(low.sum()))
@@ -744,13 +753,13 @@ def observe(track: Track, subj: Subject, rng, size) -> tuple[np.ndarray, np.ndar
     if rng.random() < 0.15 and T > 4:      # a whole hand lost for a few frames
         h = int(rng.integers(2))
         a = int(rng.integers(0, T - 2))
-        miss[a:a + int(rng.integers(2, 7)), np.concatenate([[HAND[h]], TIPS[h]])] = True
+        miss[a:a + int(rng.integers(2, 7)), np.concatenate([[hands[h]], tips[h]])] = True
     out = kp + noise * unit
     w, hgt = size
     miss |= (out[..., 0] < 0) | (out[..., 0] > w - 1) | (out[..., 1] < 0) | (out[..., 1] > hgt - 1)
     out[miss] = np.nan
     scores[miss] = 0.0
-    return out, scores
+    return out[:, pos], scores[:, pos]
 
 
 # ============================================================================ rendering

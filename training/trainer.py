@@ -36,9 +36,11 @@ import torch
 from torch import nn
 
 from microgesture.core.checkpoint import atomic_write, save_checkpoint
-from microgesture.core.config import ModelConfig, config_from_dict, get_config
+from microgesture.core.clip import load_torch_file, training_weights
+from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.models import create_model
+from microgesture.training import splits
 from microgesture.training.datasets import open_dataset
 from microgesture.training.transforms import ClipDataset, make_loader
 
@@ -186,11 +188,8 @@ def _prepare(options: TrainOptions, run_info: dict | None):
     """Dataset splits and model config, fresh or from ``run.json``."""
     index = open_dataset(options.data, strict=options.strict)
     if run_info is None:
-        test_subjects = options.test_subjects
-        if test_subjects is None and "test" in index.splits():  # the dataset's own split
-            test_subjects = tuple(sorted({r.subject for r in index.records if r.split == "test"}))
-        train_index, val_index = index.split_by_subject(
-            test_subjects=test_subjects, fraction=options.test_fraction, seed=options.seed)
+        train_index, val_index, split_info = splits.choose(index, options.test_subjects,
+                                                           options.test_fraction, options.seed)
         overrides = dict(options.overrides)
         if options.epochs is not None:
             overrides["train.epochs"] = options.epochs
@@ -208,14 +207,14 @@ def _prepare(options: TrainOptions, run_info: dict | None):
                 f"the dataset at {options.data} has {len(index.classes)} classes "
                 f"({', '.join(index.classes[:3])}, ...) but the run was started with "
                 f"{config.num_classes} ({', '.join(config.labels[:3])}, ...): resume on the same data")
-        train_index, val_index = index.split_by_subject(
-            test_subjects=tuple(run_info["split"]["test_subjects"]))
+        split_info = run_info["split"]
+        train_index, val_index = splits.from_run(index, split_info)
     if not train_index.records:
         raise MicrogestureError(
             f"the training split of {options.data} is empty: every subject is held out for "
             f"testing ({', '.join(sorted(val_index.subjects()))}); hold out fewer with "
             "--test-subjects or --test-fraction")
-    return config, train_index, val_index
+    return config, train_index, val_index, split_info
 
 
 def train(options: TrainOptions, resume: bool = False, progress: bool = True,
@@ -238,18 +237,24 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         raise MicrogestureError(f"{run} already holds a run: continue it with --resume {run}, "
                                 "or choose another --out")
     device = _device(options.device, local_rank)
-    config, train_index, val_index = _prepare(options, run_info)
+    config, train_index, val_index, split_info = _prepare(options, run_info)
+    clip_weights = None
+    if run_info is None and isinstance(config, ClipMGConfig) and config.modality != "pose":
+        clip_weights, source = training_weights(config.clip, options.clip_weights)
+        config = config.replace({"clip.weights_source": source})
+        if rank == 0:
+            print(f"{run}: CLIP weights: {source}", file=sys.stderr)
+    if rank == 0:
+        print(f"{run}: {splits.describe(split_info, train_index, val_index)}", file=sys.stderr)
     if rank == 0 and run_info is None:
         run.mkdir(parents=True, exist_ok=True)
         run_info = {"options": options.to_dict(), "config": config.to_dict(),
-                    "classes": list(config.labels),
-                    "split": {"train_subjects": sorted(train_index.subjects()),
-                              "test_subjects": sorted(val_index.subjects())}}
+                    "classes": list(config.labels), "split": split_info}
         atomic_write(run / RUN_FILE, lambda tmp: tmp.write_text(json.dumps(run_info, indent=2)))
     recipe = config.train
 
     seed_everything(options.seed + rank)
-    model = create_model(config, clip_weights=None if resume else options.clip_weights,
+    model = create_model(config, clip_weights=clip_weights,
                          seed=options.seed).to(device)
     train_set = ClipDataset(train_index, config, train=True, seed=options.seed)
     val_set = ClipDataset(val_index, config, train=False, seed=options.seed)
@@ -271,7 +276,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
 
     start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
     if resume and (run / STATE_FILE).is_file():
-        state = torch.load(run / STATE_FILE, map_location=device, weights_only=True)
+        state = load_torch_file(run / STATE_FILE, "the training state",
+                                f"delete it to restart {run} from its start, or start a new run with --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from microgesture.core import imigue
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.heatmaps import compact_box, flip_heatmaps, joint_heatmaps
 from microgesture.core.layouts import convert, get_layout
@@ -72,22 +73,10 @@ class Track:
 
 def challenge_track(sample: np.ndarray, coords: str, size: tuple[int, int], layout: str) -> Track:
     """A Track from one challenge sample (3, T, V, M): the most confident person,
-    trailing all-zero (padding) frames dropped, coordinates scaled to pixels of ``size``."""
-    data = np.asarray(sample, dtype=np.float32)
-    person = int(np.argmax(np.nan_to_num(data[2]).sum((0, 1)))) if data.shape[-1] > 1 else 0
-    kp = np.ascontiguousarray(data[:2, :, :, person].transpose(1, 2, 0))  # (T, V, 2)
-    sc = np.clip(np.nan_to_num(data[2, :, :, person]), 0.0, 1.0)
-    used = np.flatnonzero((sc > 0).any(1) | (np.nan_to_num(kp) != 0).any((1, 2)))
-    length = int(used[-1]) + 1 if len(used) else len(sc)
-    kp, sc = kp[:length].copy(), sc[:length].copy()
-    w, h = size
-    if coords == "unit":
-        kp *= np.array([w, h], np.float32)
-    elif coords == "centred":
-        kp = (kp + 0.5) * np.array([w, h], np.float32)
-    missing = (sc <= 0) | ~np.isfinite(kp).all(-1)
-    kp[missing], sc[missing] = np.nan, 0.0
-    return Track(np.arange(length, dtype=np.int64), kp, sc, layout, w, h)
+    trailing all-zero (padding) frames dropped, coordinates scaled to pixels of ``size``
+    (``core.imigue.challenge_pose``)."""
+    kp, sc = imigue.challenge_pose(sample, coords, size)
+    return Track(np.arange(len(kp), dtype=np.int64), kp, sc, layout, *size)
 
 
 def jsonl_track(path) -> Track:
@@ -98,54 +87,19 @@ def jsonl_track(path) -> Track:
 
 def imigue_row_offsets(path) -> np.ndarray:
     """int64 (T + 1,): the byte offset of each data row of an iMiGUE ``_light_hand.csv``
-    (blank lines and a header row excluded), then the file size."""
-    with open(path, "rb") as f:
-        data = f.read()
-    offsets, pos = [], 0
-    for line in data.splitlines(keepends=True):
-        if line.strip():
-            offsets.append(pos)
-        pos += len(line)
-    if offsets:
-        head = data[offsets[0]:].split(b",", 1)[0].strip()
-        try:
-            float(head)
-        except ValueError:
-            offsets.pop(0)  # a header row
-    return np.array(offsets + [len(data)], np.int64)
+    (blank lines and a header row excluded), then the file size (``core.imigue.row_offsets``)."""
+    return imigue.row_offsets(path)
 
 
 def read_imigue_rows(path, start: int, end: int, offsets: np.ndarray | None = None) -> Track:
     """Frames [start, end) of an iMiGUE ``_light_hand.csv``, as ``read_imigue_csv`` reads
     them (0,0,0 joints missing, confidences clipped to [0, 1]), without parsing the rest
     of the long file. ``offsets``: from :func:`imigue_row_offsets` (computed if None)."""
-    offsets = imigue_row_offsets(path) if offsets is None else offsets
-    rows = len(offsets) - 1
-    if not 0 <= start < end <= rows:
-        raise MicrogestureError(f"{path}: frames {start}..{end - 1} (0-based) are not within its {rows} rows.")
-    joints = get_layout(IMIGUE_LAYOUT).num_joints
-    with open(path, "rb") as f:
-        f.seek(int(offsets[start]))
-        text = f.read(int(offsets[end] - offsets[start]))
-    values = []
-    for k, line in enumerate(t for t in text.splitlines() if t.strip()):
-        fields = line.rstrip().split(b",")
-        while fields and not fields[-1].strip():
-            fields.pop()
-        try:
-            row = [float(v) for v in fields]
-        except ValueError:
-            raise MicrogestureError(f"{path}: data row {start + k + 1} holds a value that is not a number.") from None
-        if len(row) != 3 * joints:
-            raise MicrogestureError(f"{path}: data row {start + k + 1} has {len(row)} values; an iMiGUE "
-                                    f"_light_hand.csv row has {3 * joints} ({joints} joints x (x, y, confidence)).")
-        values.append(row)
-    arr = np.asarray(values, np.float64).reshape(end - start, joints, 3)
-    kp = arr[..., :2].astype(np.float32)
-    sc = np.clip(np.nan_to_num(arr[..., 2], nan=0.0), 0.0, 1.0).astype(np.float32)
-    missing = ((sc == 0) & (kp == 0).all(-1)) | ~np.isfinite(kp).all(-1)
-    kp[missing], sc[missing] = np.nan, 0.0
+    kp, sc = imigue.read_rows(path, start, end, offsets)
     return Track(np.arange(start, end, dtype=np.int64), kp, sc, IMIGUE_LAYOUT, IMIGUE_WIDTH, IMIGUE_HEIGHT)
+
+
+challenge_frames = imigue.challenge_frames
 
 
 # ----------------------------------------------------------------------------- video
@@ -375,10 +329,7 @@ class ClipDataset(Dataset):
             kp, sc = track.keypoints, track.scores
             n = len(kp)
             count = video.frame_count if video is not None else None
-            if count and count != n:  # the release's frames span the whole clip video
-                frame_of = np.minimum(((np.arange(n) + 0.5) * count / n).astype(np.int64), count - 1)
-            else:
-                frame_of = np.arange(n, dtype=np.int64)
+            frame_of = challenge_frames(n, array.shape[2], count)
         else:
             track = self._track(record)
             end = record.end if record.end is not None else int(track.frames[-1]) + 1
