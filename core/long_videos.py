@@ -35,12 +35,11 @@ from pathlib import Path
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.labels import IMIGUE_CLASSES
 from microgesture.core.online_metric import Interval
+from microgesture.core.split_names import SPLITS, canonical_split
 
 INTERVALS = "intervals.csv"
 VIDEOS = "videos.csv"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-               "validation": "val", "validate": "val", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,11 @@ class LongVideoSet:
 
 
 def normalize_split(value: str, where: str) -> str:
-    key = value.strip().lower()
-    if key not in SPLIT_NAMES:
+    split = canonical_split(value)
+    if split not in SPLITS:
         raise MicrogestureError(f"{where}: split {value!r} is not one of train, val (valid, validation) "
                                 "or test.")
-    return SPLIT_NAMES[key]
+    return split
 
 
 def _rows(path: Path, required: tuple[str, ...], what: str) -> list[tuple[int, dict]]:

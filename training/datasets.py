@@ -99,15 +99,13 @@ from microgesture.core import imigue
 from microgesture.core.errors import MicrogestureError, did_you_mean
 from microgesture.core.labels import IMIGUE_CLASSES
 from microgesture.core.skeleton_io import IMIGUE_HEIGHT, IMIGUE_WIDTH, read_jsonl
+from microgesture.core.split_names import SPLIT_ALIASES, canonical_split
 
 log = logging.getLogger(__name__)
 
 KINDS = ("clips", "imigue-raw", "imigue-challenge")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "validate": "val", "test": "test", "testing": "test"}
-"""How users write split names -> the split they mean (:func:`canonical_split`)."""
 SPLIT_FILE = "split.csv"
 SPLIT_HEADER = ("video", "subject", "split")
 SKELETON_FORMATS = ("jsonl", "imigue-csv", "npy")
@@ -120,14 +118,6 @@ CHALLENGE_LAYOUT = "imigue22"
 CHALLENGE_SIZE = (IMIGUE_WIDTH, IMIGUE_HEIGHT)
 _SPLIT_HELP = ("a CSV with the header 'video,subject,split' and one row per video "
                "(split is train, val or test; see microgesture.training.datasets)")
-
-
-def canonical_split(name: str | None) -> str | None:
-    """``train``, ``val`` or ``test`` for a split name as users write it (``valid``,
-    ``validation``, ``Test``, ...); None stays None; an unknown name is returned as given."""
-    if name is None:
-        return None
-    return SPLIT_ALIASES.get(name.strip().lower(), name.strip())
 
 
 @dataclass(frozen=True)
