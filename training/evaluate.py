@@ -1,7 +1,8 @@
 """Evaluation of a run on held-out subjects, with test-time augmentation, and the
 pictures researchers look at.
 
-``evaluate(RUN)`` loads ``RUN/best.safetensors``, the run's subject split and
+``evaluate(RUN)`` loads the run's kept checkpoint (``best.safetensors``, or
+``last.safetensors`` after ``train --keep last``), the run's subject split and
 its data (or another dataset), scores every test clip as the average softmax
 over ``clips`` temporal samplings (each with and without a horizontal flip
 when ``flip``), as PoseC3D tests, and writes ``metrics.json`` and PNG plots.
@@ -17,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from microgesture.core.checkpoint import atomic_write, load_checkpoint
+from microgesture.core.checkpoint import atomic_write, describe, load_checkpoint, run_checkpoint
 from microgesture.core.config import ClipMGConfig
 from microgesture.core.errors import MicrogestureError
 from microgesture.training import plots
 from microgesture.training.datasets import open_dataset
 from microgesture.training.metrics import classification_report
-from microgesture.training.trainer import BEST_FILE, METRICS_FILE, RUN_FILE
+from microgesture.training.trainer import METRICS_FILE, RUN_FILE
 from microgesture.training.transforms import ClipDataset, make_loader
 
 
@@ -31,10 +32,7 @@ def _resolve(run_or_checkpoint: str | Path) -> tuple[Path, Path, dict | None]:
     """(checkpoint, output folder, run.json or None)."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        ckpt = path / BEST_FILE
-        if not ckpt.is_file():
-            raise MicrogestureError(f"{path} has no {BEST_FILE}: has the run finished an epoch? "
-                                    "(microgesture train --resume continues it)")
+        ckpt = run_checkpoint(path)
         info = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).is_file() else None
         return ckpt, path, info
     if path.is_file():
@@ -93,6 +91,8 @@ def evaluate(run_or_checkpoint: str | Path, data: str | None = None, clips: int 
     out_dir = Path(out) if out else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(ckpt)
+    if progress:
+        print(f"evaluating {describe(ckpt, meta)}", file=sys.stderr, flush=True)
     config = meta["config"]
     data = data or (info and info["options"]["data"])
     if not data:

@@ -8,8 +8,10 @@ A run directory holds:
   optimizer, scheduler, grad scaler, random states, best score), written
   atomically; it holds tensors and plain containers only and is loaded with
   ``torch.load(weights_only=True)``;
-- ``best.safetensors``: the self-describing checkpoint with the best validation
-  top-1, which ``eval`` and ``export`` use;
+- ``best.safetensors``: the self-describing checkpoint of the best epoch (highest
+  validation top-1; on a tie, the lower validation loss), which ``eval`` and
+  ``export`` use; with ``keep="last"`` (``--keep last``) ``last.safetensors``, the
+  last epoch's, instead;
 - ``metrics.jsonl``: one line per epoch (and TensorBoard events in ``tb/`` when
   tensorboard is installed).
 
@@ -35,16 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from microgesture.core.checkpoint import atomic_write, save_checkpoint
+from microgesture.core.checkpoint import (KEEP_FILES, RUN_FILE, STATE_FILE, atomic_write,
+                                          save_checkpoint)
 from microgesture.core.config import ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.models import create_model
 from microgesture.training.datasets import open_dataset
 from microgesture.training.transforms import ClipDataset, make_loader
 
-RUN_FILE = "run.json"
-STATE_FILE = "last.pt"
-BEST_FILE = "best.safetensors"
+BEST_FILE = KEEP_FILES["best"]
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -70,6 +71,8 @@ class TrainOptions:
     test_fraction: float = 0.3
     strict: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    keep: str = "best"
+    """Which epoch's weights the run keeps for eval and export: ``best`` or ``last``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -237,6 +240,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     elif (run / STATE_FILE).exists():
         raise MicrogestureError(f"{run} already holds a run: continue it with --resume {run}, "
                                 "or choose another --out")
+    if options.keep not in KEEP_FILES:
+        raise MicrogestureError(f"keep must be one of {', '.join(KEEP_FILES)}, got {options.keep!r}")
     device = _device(options.device, local_rank)
     config, train_index, val_index = _prepare(options, run_info)
     if rank == 0 and run_info is None:
@@ -328,10 +333,13 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen // world),
                   "lr": scheduler.get_last_lr()[-1], "clips_per_s": seen / train_time,
                   "epoch_seconds": train_time, **val}
-        if val["val_top1"] > best["top1"]:
-            best = {"top1": val["val_top1"], "epoch": epoch + 1}
-            save_checkpoint(model, run / BEST_FILE, extra={"epoch": epoch + 1, **val,
-                                                          "run": str(run)})
+        extra = {"epoch": epoch + 1, "epochs": recipe.epochs, **val, "run": str(run)}
+        if is_better(val, best):
+            best = {"top1": val["val_top1"], "loss": val["val_loss"], "epoch": epoch + 1}
+            if options.keep == "best":
+                save_checkpoint(model, run / KEEP_FILES["best"], extra={**extra, "kept": "best"})
+        if options.keep == "last":
+            save_checkpoint(model, run / KEEP_FILES["last"], extra={**extra, "kept": "last"})
         record["best_top1"] = best["top1"]
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -344,8 +352,18 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
                   f"{record['clips_per_s']:.1f} clips/s", file=sys.stderr)
     if world > 1:
         torch.distributed.destroy_process_group()
-    return {"run": str(run), "best_top1": best["top1"], "best_epoch": best["epoch"],
+    return {"run": str(run), "checkpoint": str(run / KEEP_FILES[options.keep]),
+            "best_top1": best["top1"], "best_epoch": best["epoch"],
             "epochs_done": max(start_epoch, last_epoch), "epochs": recipe.epochs, "train_clips": len(train_set), "val_clips": len(val_set)}
+
+
+def is_better(val: dict[str, float], best: dict[str, Any]) -> bool:
+    """The best-epoch rule, for small validation sets too: higher validation top-1;
+    on a tie, lower validation loss (runs from before the rule have no loss: a tie
+    keeps the earlier epoch)."""
+    if val["val_top1"] != best["top1"]:
+        return val["val_top1"] > best["top1"]
+    return val["val_loss"] < best.get("loss", -math.inf)
 
 
 @torch.no_grad()
