@@ -160,7 +160,17 @@ def _models_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- pose
 def run_pose(args: argparse.Namespace) -> int:
     from microgesture.core.pose import extract_skeletons
+    from microgesture.core.pose_folder import extract_folder, folder_videos
 
+    if folder_videos(args.source):   # a folder of videos: one .jsonl per video in --out
+        s = extract_folder(args.source, args.out, layout=args.layout, estimator=args.estimator,
+                           max_frames=args.max_frames, progress=not args.quiet)
+        failed = "".join(f"\n  skipped {f['video']}: {f['reason']}" for f in s["failed"])
+        print(json.dumps(s) if args.json else
+              f"wrote {s['written']} of {s['videos']} videos' skeletons to {args.out} "
+              f"({s['frames']} frames, {s['frames_with_person']} with a person; "
+              f"{len(s['failed'])} videos skipped){failed}")
+        return 0
     summary = extract_skeletons(args.source, args.out, layout=args.layout,
                                 estimator=args.estimator, max_frames=args.max_frames,
                                 progress=not args.quiet)
@@ -171,8 +181,10 @@ def run_pose(args: argparse.Namespace) -> int:
 
 
 def _pose_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="image, video file, folder of images, or camera index (0)")
-    p.add_argument("--out", required=True, help="output JSONL file")
+    p.add_argument("source", help="image, video file, folder of images, folder of videos, or "
+                                  "camera index (0)")
+    p.add_argument("--out", required=True, help="output JSONL file; for a folder of videos, an "
+                                                "output folder (one NAME.jsonl per video)")
     p.add_argument("--layout", default="coco18",
                    help="joint layout to write (coco18, coco17, imigue22, imigue35, mediapipe33, ...)")
     p.add_argument("--estimator", default="mediapipe",
