@@ -491,7 +491,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-threshold", type=float, default=0.3)
     p.add_argument("--min-duration", type=float, default=0.3, help="seconds")
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
-    p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
+    p.add_argument("--save-video", help="write an annotated video browsers play: .webm (VP8) or "
+                                        ".mp4 (H.264; VP8 .webm beside it when this OpenCV has "
+                                        "no H.264 encoder); skeleton, top class and score")
     p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
     p.add_argument("--quiet", action="store_true")
 

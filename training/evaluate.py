@@ -74,8 +74,15 @@ def _forward(model, batch, collect: dict | None):
     tokens = model.encode_frames(batch["frames"].flatten(0, 1)).unflatten(0, (b, r))
     pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
     logits, aux = model.fuse(tokens, pose, batch["joints"], return_aux=True)
-    if "frames" not in collect:
-        collect.update(frames=batch["frames"][0], relevance=aux["relevance"][0])
+    if "frames" not in collect:   # the first clip with a person in every RGB frame
+        person = (batch["joints"][..., 2] > 0).any(-1).all(-1)
+        if person.any():
+            i = int(person.nonzero()[0, 0])
+            collect.update(frames=batch["frames"][i], relevance=aux["relevance"][i],
+                           clip=len(collect.get("seen", ())) + i, person=True)
+        else:
+            collect.setdefault("no_person", (batch["frames"][0], aux["relevance"][0]))
+        collect.setdefault("seen", []).extend([None] * len(person))
     if "gate" in aux:
         collect.setdefault("gates", []).append(aux["gate"].numpy())
     return logits
@@ -128,6 +135,12 @@ def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> l
         curve = plots.curves(out_dir / METRICS_FILE, out_dir / "curves.png")
         if curve:
             made.append(curve)
+    title = ""
+    if "frames" not in aux and "no_person" in aux:   # say so rather than show noise
+        aux.update(frames=aux["no_person"][0], relevance=aux["no_person"][1])
+        title = "no person in any test clip: relevance is uniform (no joints)"
+    elif "frames" in aux:
+        title = f"pose-guided patch relevance, test clip {aux['clip']} (first with a person)"
     if "frames" in aux:
         mean = torch.tensor(config.clip.mean).view(1, 3, 1, 1)
         std = torch.tensor(config.clip.std).view(1, 3, 1, 1)
@@ -135,7 +148,7 @@ def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> l
         frames = frames.permute(0, 2, 3, 1).numpy()
         side = int(round(aux["relevance"].shape[-1] ** 0.5))
         made.append(plots.relevance(frames, aux["relevance"].numpy(), (side, side),
-                                    out_dir / "relevance.png"))
+                                    out_dir / "relevance.png", title))
     if aux.get("gates"):
         made.append(plots.gate_histogram(np.concatenate(aux["gates"]), out_dir / "gate.png"))
     return made
