@@ -277,7 +277,8 @@ def _train_options_from(args: argparse.Namespace):
                         accumulate=args.accumulate, device=args.device, workers=args.workers,
                         seed=args.seed, clip_weights=args.clip_weights, amp=not args.no_amp,
                         test_subjects=subjects, test_fraction=args.test_fraction,
-                        strict=args.strict, overrides=overrides, keep=getattr(args, "keep", "best"))
+                        strict=args.strict, overrides=overrides, keep=getattr(args, "keep", "best"),
+                        token_cache=getattr(args, "token_cache", 0))
 
 
 def _parse_value(text: str):
@@ -342,6 +343,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly")
     p.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop once this many epochs are done (continue later with --resume)")
+    p.add_argument("--token-cache", type=int, default=0, metavar="VIEWS",
+                   help="cache the frozen CLIP blocks' tokens of VIEWS augmented views per clip, "
+                        "so each step runs only the trainable part (0: no cache; e.g. 4)")
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="the epoch eval and export use: best (highest validation top-1, then "
                         "lowest validation loss; best.safetensors) or last (last.safetensors)")

@@ -42,6 +42,7 @@ from microgesture.core.checkpoint import (KEEP_FILES, RUN_FILE, STATE_FILE, atom
 from microgesture.core.config import ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.models import create_model
+from microgesture.training import token_cache
 from microgesture.training.datasets import open_dataset
 from microgesture.training.transforms import ClipDataset, make_loader
 
@@ -73,6 +74,9 @@ class TrainOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     keep: str = "best"
     """Which epoch's weights the run keeps for eval and export: ``best`` or ``last``."""
+    token_cache: int = 0
+    """Views per clip of the frozen CLIP blocks' tokens to cache (0: no cache), see
+    ``training.token_cache``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -283,6 +287,16 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+    if options.token_cache:   # after the weights are final: the frozen blocks' tokens
+        if world > 1:
+            raise MicrogestureError("--token-cache trains in one process; drop it under torchrun")
+        folder = run / token_cache.CACHE_DIR
+        train_set = token_cache.build(model, train_set, folder, "train", options.token_cache,
+                                      recipe.batch_size, options.workers, device, progress)
+        val_set = token_cache.build(model, val_set, folder, "val", 1, recipe.batch_size,
+                                    options.workers, device, progress)
+        loader = make_loader(train_set, recipe.batch_size, train=True, workers=options.workers)
+        val_loader = make_loader(val_set, recipe.batch_size, train=False, workers=options.workers)
     if start_epoch >= recipe.epochs and rank == 0:
         print(f"{run}: all {recipe.epochs} epochs are done already", file=sys.stderr)
 
@@ -306,7 +320,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
-                logits = net(batch["frames"], batch["heatmaps"], batch["joints"])
+                logits = (token_cache.forward(model, batch) if "hidden" in batch else
+                          net(batch["frames"], batch["heatmaps"], batch["joints"]))
                 loss = criterion(logits.float(), batch["label"])
             if not torch.isfinite(loss):
                 raise MicrogestureError(
@@ -374,7 +389,7 @@ def validate(model: nn.Module, loader, device: torch.device, criterion) -> dict[
     loss_sum = 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch["frames"], batch["heatmaps"], batch["joints"]).float()
+        logits = token_cache.forward(model, batch).float()
         loss_sum += criterion(logits, batch["label"]).item() * len(batch["label"])
         correct += int((logits.argmax(1) == batch["label"]).sum())
         total += len(batch["label"])
