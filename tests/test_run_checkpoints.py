@@ -14,16 +14,6 @@ from microgesture.training.trainer import TrainOptions, is_better, train
 pytest.importorskip("microgesture.training.synth")
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from microgesture.training.synth import write_synthetic
-
-    out = tmp_path_factory.mktemp("synth") / "set"
-    write_synthetic(out, subjects=3, clips_per_class=2, classes=3, seed=0, frames=16,
-                    size=(64, 64), progress=False)
-    return out
-
-
 def _options(data, out, **kw):
     base = dict(model="clip-mg-tiny", data=str(data), out=str(out), epochs=2, batch_size=4,
                 workers=0, seed=0, test_subjects=("s02",))
@@ -41,7 +31,7 @@ def test_best_is_top1_then_the_lower_validation_loss_on_a_tie():
     assert not is_better({"val_top1": 0.5, "val_loss": 0.1}, {"top1": 0.5, "epoch": 2})  # old state
 
 
-def test_trainer_keeps_the_tie_with_the_lower_loss(synth, tmp_path, monkeypatch):
+def test_trainer_keeps_the_tie_with_the_lower_loss(small_synth, tmp_path, monkeypatch):
     """Validation top-1 stays flat (as with 9 validation clips): the kept epoch is the one
     with the lowest validation loss, not the first."""
     import microgesture.training.trainer as trainer
@@ -49,13 +39,13 @@ def test_trainer_keeps_the_tie_with_the_lower_loss(synth, tmp_path, monkeypatch)
     losses = iter([2.0, 1.5, 1.8])
     monkeypatch.setattr(trainer, "validate", lambda *a, **k: {"val_top1": 0.25,
                                                               "val_loss": next(losses)})
-    summary = train(_options(synth, tmp_path / "run", epochs=3), progress=False)
+    summary = train(_options(small_synth, tmp_path / "run", epochs=3), progress=False)
     assert summary["best_epoch"] == 2
     _, meta = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert meta["extra"]["epoch"] == 2 and meta["extra"]["val_loss"] == 1.5
 
 
-def test_keep_last_eval_and_export_name_the_epoch_and_files_get_the_folder_mode(synth, tmp_path,
+def test_keep_last_eval_and_export_name_the_epoch_and_files_get_the_folder_mode(small_synth, tmp_path,
                                                                                capsys, monkeypatch):
     from microgesture.export.exporter import export_bundle
     from microgesture.training.evaluate import evaluate
@@ -63,7 +53,7 @@ def test_keep_last_eval_and_export_name_the_epoch_and_files_get_the_folder_mode(
     run = tmp_path / "run"
     run.mkdir(mode=0o750)
     os.chmod(run, 0o750)
-    summary = train(_options(synth, run, keep="last"), progress=False)
+    summary = train(_options(small_synth, run, keep="last"), progress=False)
     assert summary["checkpoint"] == str(run / "last.safetensors")
     assert not (run / "best.safetensors").exists()
     assert run_checkpoint(run) == run / "last.safetensors"

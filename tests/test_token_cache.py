@@ -16,16 +16,6 @@ from microgesture.training.transforms import ClipDataset
 pytest.importorskip("microgesture.training.synth")
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    from microgesture.training.synth import write_synthetic
-
-    out = tmp_path_factory.mktemp("synth") / "set"
-    write_synthetic(out, subjects=3, clips_per_class=2, classes=3, seed=0, frames=16,
-                    size=(64, 64), progress=False)
-    return out
-
-
 @pytest.mark.parametrize("name", ["clip-mg-tiny", "clip-mg-b32"])
 def test_split_forward_equals_the_whole_tower(name):
     torch.manual_seed(0)
@@ -41,9 +31,9 @@ def test_split_forward_equals_the_whole_tower(name):
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_cached_items_are_the_augmented_items_they_stand_for(synth, tmp_path):
+def test_cached_items_are_the_augmented_items_they_stand_for(small_synth, tmp_path):
     model = create_model("clip-mg-tiny", {"num_classes": 3}, seed=0).eval()
-    index = open_dataset(synth)
+    index = open_dataset(small_synth)
     plain = ClipDataset(index, model.config, train=True, seed=3)
     cached = token_cache.build(model, ClipDataset(index, model.config, train=True, seed=3),
                                tmp_path / "cache", "train", views=2, batch_size=4, progress=False)
@@ -72,9 +62,9 @@ def test_cached_items_are_the_augmented_items_they_stand_for(synth, tmp_path):
                                    rtol=1e-2, atol=1e-2)
 
 
-def test_training_with_the_cache_and_resuming_reuses_it(synth, tmp_path):
+def test_training_with_the_cache_and_resuming_reuses_it(small_synth, tmp_path):
     run = tmp_path / "run"
-    options = TrainOptions(model="clip-mg-tiny", data=str(synth), out=str(run), epochs=2,
+    options = TrainOptions(model="clip-mg-tiny", data=str(small_synth), out=str(run), epochs=2,
                            batch_size=4, workers=0, seed=0, test_subjects=("s02",), token_cache=2)
     summary = train(options, progress=False, stop_after=1)
     meta = run / "token_cache" / "train.json"
