@@ -17,12 +17,36 @@ from collections.abc import Callable, Sequence
 from microgesture import __version__
 from microgesture.core.errors import MicrogestureError, did_you_mean
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends every option's text with its default, when it has one (not None,
+    not an off switch) and the text does not state it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or "default" in text or (not action.option_strings and action.nargs != "?")):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})".lstrip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that names the nearest valid option for an unknown one."""
+    """argparse that names the nearest valid option for an unknown one and shows
+    every option's default in ``--help``."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        default = kwargs.get("default")
+        if not kwargs.get("help") and default is not None and default is not False:
+            shown = (" ".join(map(str, default)) if isinstance(default, (list, tuple))
+                     else "%(default)s")
+            kwargs["help"] = f"default: {shown}"   # argparse skips options without help
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         known = {s for a in self._actions for s in a.option_strings}
@@ -81,11 +105,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MicrogestureError as exc:
         from microgesture.core.redact import redact_text
 
-        print(f"microgesture {args.command}: error: {redact_text(exc)}", file=sys.stderr)
+        print(f"microgesture {args.command}: error: {redact_text(cli_words(str(exc), args.command))}",
+              file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"microgesture {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# The Python names whose CLI option is spelled differently (the rest follow from dest).
+_PYTHON_NAMES = {"min_duration_s": "--min-duration", "heartbeat_s": "--heartbeat",
+                 "span_s": "--span", "skip_bad=True": "leaving out --strict"}
+
+
+def _actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _actions(child)
+        elif action.option_strings:
+            yield action
+
+
+def cli_words(message: str, command: str | None) -> str:
+    """``message`` with the Python names of a command's options replaced by the options
+    themselves (``strict=True`` -> ``--strict``, ``max_frames`` -> ``--max-frames``)."""
+    import re
+
+    names = dict(_PYTHON_NAMES)
+    parser = SUBPARSERS.get(command or "")
+    for action in _actions(parser) if parser is not None else ():
+        option = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            names[f"{action.dest}=True"] = option
+            names[f"{action.dest}=False"] = f"without {option}"
+        if "_" in action.dest:
+            names.setdefault(action.dest, option)
+    if not names:
+        return message
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.-])({pattern})(?![\w=])", lambda m: names[m.group(1)], message)
 
 
 # ---------------------------------------------------------------- models
@@ -113,7 +172,17 @@ def _models_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- pose
 def run_pose(args: argparse.Namespace) -> int:
     from microgesture.core.pose import extract_skeletons
+    from microgesture.core.pose_folder import extract_folder, folder_videos
 
+    if folder_videos(args.source):   # a folder of videos: one .jsonl per video in --out
+        s = extract_folder(args.source, args.out, layout=args.layout, estimator=args.estimator,
+                           max_frames=args.max_frames, progress=not args.quiet)
+        failed = "".join(f"\n  skipped {f['video']}: {f['reason']}" for f in s["failed"])
+        print(json.dumps(s) if args.json else
+              f"wrote {s['written']} of {s['videos']} videos' skeletons to {args.out} "
+              f"({s['frames']} frames, {s['frames_with_person']} with a person; "
+              f"{len(s['failed'])} videos skipped){failed}")
+        return 0
     summary = extract_skeletons(args.source, args.out, layout=args.layout,
                                 estimator=args.estimator, max_frames=args.max_frames,
                                 progress=not args.quiet)
@@ -124,8 +193,10 @@ def run_pose(args: argparse.Namespace) -> int:
 
 
 def _pose_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="image, video file, folder of images, or camera index (0)")
-    p.add_argument("--out", required=True, help="output JSONL file")
+    p.add_argument("source", help="image, video file, folder of images, folder of videos, or "
+                                  "camera index (0)")
+    p.add_argument("--out", required=True, help="output JSONL file; for a folder of videos, an "
+                                                "output folder (one NAME.jsonl per video)")
     p.add_argument("--layout", default="coco18",
                    help="joint layout to write (coco18, coco17, imigue22, imigue35, mediapipe33, ...)")
     p.add_argument("--estimator", default="mediapipe",
@@ -258,7 +329,8 @@ def _train_options_from(args: argparse.Namespace):
                         accumulate=args.accumulate, device=args.device, workers=args.workers,
                         seed=args.seed, clip_weights=args.clip_weights, amp=not args.no_amp,
                         test_subjects=subjects, test_fraction=args.test_fraction,
-                        strict=args.strict, overrides=overrides)
+                        strict=args.strict, overrides=overrides, keep=getattr(args, "keep", "best"),
+                        token_cache=getattr(args, "token_cache", 0))
 
 
 def _parse_value(text: str):
@@ -325,6 +397,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly")
     p.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop once this many epochs are done (continue later with --resume)")
+    p.add_argument("--token-cache", type=int, default=0, metavar="VIEWS",
+                   help="cache the frozen CLIP blocks' tokens of VIEWS augmented views per clip, "
+                        "so each step runs only the trainable part (0: no cache; e.g. 4)")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="the epoch eval and export use: best (highest validation top-1, then "
+                        "lowest validation loss; best.safetensors) or last (last.safetensors)")
     _common_train_options(p)
 
 
@@ -334,7 +412,8 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.run, data=args.data, clips=args.clips, flip=args.flip,
                       all_subjects=args.all_subjects, batch_size=args.batch_size,
                       workers=args.workers, out=args.out, progress=not args.quiet)
-    keys = ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "views")
+    keys = ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "views", "checkpoint",
+            "trained_epoch")
     print(json.dumps({k: report[k] for k in keys} | {"plots": report["plots"]}))
     return 0
 
@@ -374,7 +453,8 @@ def _eval_online_options(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder (uses best.safetensors and its split) or a checkpoint")
+    p.add_argument("run", help="run folder (uses the checkpoint it kept, best.safetensors unless "
+                               "trained with --keep last, and its split) or a checkpoint file")
     p.add_argument("--data", help="dataset folder (default: the run's)")
     p.add_argument("--clips", type=int, default=1, help="temporal samplings per clip (TTA)")
     p.add_argument("--flip", action="store_true", help="also average horizontally flipped views")
@@ -416,7 +496,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder (best.safetensors) or a checkpoint file")
+    p.add_argument("run", help="run folder (the checkpoint it kept: best.safetensors unless trained "
+                               "with --keep last) or a checkpoint file (.safetensors or last.pt)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--formats", default="onnx",
                    help="comma-separated: onnx (always), int8 (CPU), fp16, engine (TensorRT, on "
@@ -473,7 +554,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
     if fatal:
         from microgesture.core.redact import redact_text
 
-        print(f"microgesture stream: error: {redact_text(fatal[0])}", file=sys.stderr)
+        print(f"microgesture stream: error: {redact_text(cli_words(str(fatal[0]), 'stream'))}",
+              file=sys.stderr)
         return 2
     return 0
 
@@ -554,7 +636,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                    help="live: say why after this many seconds without a gesture event, and again "
                         "every as many (0: only when the stream ends) (default: 60)")
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
-    p.add_argument("--save-video", help="write an annotated .mp4 (skeleton, label, score)")
+    p.add_argument("--save-video", help="write an annotated video browsers play: .webm (VP8) or "
+                                        ".mp4 (H.264; VP8 .webm beside it when this OpenCV has "
+                                        "no H.264 encoder); skeleton, top class and score")
     p.add_argument("--show", action="store_true", help="show annotated frames (needs a display)")
     p.add_argument("--triton", metavar="URL",
                    help="run the stages on this Triton server (http://HOST:8000 or "

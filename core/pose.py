@@ -206,6 +206,13 @@ class MediaPipePose(_Estimator):
         return Pose(np.ascontiguousarray(xys[:, :2]), np.ascontiguousarray(xys[:, 2]),
                     self.layout, width, height, timestamp_ns)
 
+    def reset_tracking(self) -> None:
+        """Forget the tracked person (a new video starts): the graph starts a new run with
+        the models it has loaded, and timestamps may start over."""
+        if self._solution is not None:
+            self._solution.reset()
+        self._last_ts = None
+
     def close(self) -> None:
         if self._solution is not None:
             self._solution.close()

@@ -163,14 +163,17 @@ def check_formats(formats: Iterable[str]) -> None:
 # ----------------------------------------------------------------------------- inputs
 
 def resolve_source(run_or_checkpoint: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
-    """``(checkpoint, run_info)`` for a run folder (``best.safetensors`` and ``run.json``)
-    or a checkpoint file (``run_info`` None, or the run.json beside it)."""
+    """``(checkpoint, run_info)`` for a run folder (its kept checkpoint, see
+    ``core.checkpoint.run_checkpoint``, and ``run.json``) or a checkpoint file
+    (``.safetensors``, or the trainer's ``last.pt``) (``run_info`` None, or the run.json beside it)."""
+    from microgesture.core.checkpoint import run_checkpoint
+
     path = Path(os.fspath(run_or_checkpoint))
     if path.is_dir():
-        checkpoint = path / CHECKPOINT
-        if not checkpoint.is_file():
+        if not (path / RUN_FILE).is_file() and not (path / CHECKPOINT).is_file():
             raise MicrogestureError(f"{path} is a folder without {CHECKPOINT}: give a training run "
                                     "folder (microgesture train --out RUN) or a checkpoint file")
+        checkpoint = run_checkpoint(path)
     elif path.is_file():
         checkpoint = path
     else:
@@ -302,10 +305,10 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
     out = Path(os.fspath(out)).absolute()
     check_out(out)
 
-    from microgesture.core.checkpoint import load_checkpoint, preprocessing
+    from microgesture.core.checkpoint import describe, load_checkpoint, preprocessing
 
-    say(f"loading {checkpoint}")
     model, meta = load_checkpoint(checkpoint)
+    say(f"exporting {describe(checkpoint, meta)}")
     cfg = model.config
     fps, fps_source = data_fps(data)
     test_subjects = (run_info or {}).get("split", {}).get("test_subjects") if data else None
@@ -322,6 +325,7 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary["bundle"] = str(out)
+    summary["checkpoint"] = describe(checkpoint, meta)
     say(f"wrote {out} ({summary['bytes'] / 1e6:.1f} MB)")
     return summary
 

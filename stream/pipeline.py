@@ -717,12 +717,17 @@ class StreamOptions:
 
 
 class Overlay:
-    """Draws the skeleton, the active gesture and its score on frames, for ``--show``
-    and ``--save-video``."""
+    """Draws the skeleton, the current top class and its score (every frame) and the
+    reported gesture on frames, for ``--show`` and ``--save-video`` (a file browsers
+    play, ``stream.video_out``)."""
 
     def __init__(self, save_video: str | None, show: bool, layout: str, fps: float):
         import cv2
 
+        from microgesture.stream.video_out import check_path
+
+        if save_video:
+            check_path(save_video)
         self.cv2, self.show, self.fps = cv2, show, fps
         self.limbs = get_layout(layout).limbs
         self.path = save_video
@@ -740,18 +745,18 @@ class Overlay:
         for (x, y), s in zip(kp, sc):
             if s > 0:
                 cv2.circle(image, (int(x), int(y)), 2 * scale, (0, 128, 255), -1, cv2.LINE_AA)
-        active = worker.active
-        text = f"{active['label']} {active['score']:.2f}" if active else "-"
-        cv2.putText(image, text, (4, 14 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
-                    (255, 255, 255), max(1, scale), cv2.LINE_AA)
+        from microgesture.stream.video_out import VideoFile, caption
+
+        for row, (text, event) in enumerate(caption(worker)):
+            origin = (4, (14 + 16 * row) * scale)
+            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
+                        (0, 0, 0), 3 * max(1, scale), cv2.LINE_AA)       # outline: readable anywhere
+            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
+                        (0, 255, 0) if event else (255, 255, 255), max(1, scale), cv2.LINE_AA)
         with self.lock:
             if self.path:
                 if self.writer is None:
-                    self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"),
-                                                  self.fps, (image.shape[1], image.shape[0]))
-                    if not self.writer.isOpened():
-                        raise MicrogestureError(f"cannot write the video {self.path}: choose an "
-                                                ".mp4 path in a writable folder")
+                    self.writer = VideoFile(self.path, self.fps)
                 self.writer.write(image)
             if self.show:
                 cv2.imshow(f"microgesture {worker.stream_id}", image)
@@ -760,7 +765,7 @@ class Overlay:
     def close(self) -> None:
         with self.lock:
             if self.writer is not None:
-                self.writer.release()
+                self.writer.close()
             if self.show:
                 self.cv2.destroyAllWindows()
 
@@ -836,4 +841,5 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                       **({"no_events": silent[w.stream_id]} if w.stream_id in silent else {})}
                         for w in workers},
             "windows_run": recognizer.windows_run, "batches": recognizer.batches,
-            "smoothing": {**recognizer.smoothing.__dict__, "tuned_hop_s": recognizer.tuned_hop_s}}
+            "smoothing": {**recognizer.smoothing.__dict__, "tuned_hop_s": recognizer.tuned_hop_s},
+            **({"video": overlay.writer.summary()} if overlay is not None and overlay.writer else {})}

@@ -183,7 +183,7 @@ def test_stream_command_on_opencv_vtest_with_mediapipe(bundle, tmp_path):
     assert [e["status"] for e in events if e["type"] == "source"][-1] in ("stopped", "ended")
     import cv2
 
-    cap = cv2.VideoCapture(str(annotated))
+    cap = cv2.VideoCapture(summary["video"]["path"])   # .webm beside it without H.264
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (768, 576)
 

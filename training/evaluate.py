@@ -1,7 +1,8 @@
 """Evaluation of a run on held-out subjects, with test-time augmentation, and the
 pictures researchers look at.
 
-``evaluate(RUN)`` loads ``RUN/best.safetensors``, the run's subject split and
+``evaluate(RUN)`` loads the run's kept checkpoint (``best.safetensors``, or
+``last.safetensors`` after ``train --keep last``), the run's subject split and
 its data (or another dataset), scores every test clip as the average softmax
 over ``clips`` temporal samplings (each with and without a horizontal flip
 when ``flip``), as PoseC3D tests, and writes ``metrics.json`` and PNG plots.
@@ -17,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from microgesture.core.checkpoint import atomic_write, load_checkpoint
+from microgesture.core.checkpoint import atomic_write, describe, load_checkpoint, run_checkpoint
 from microgesture.core.config import ClipMGConfig
 from microgesture.core.errors import MicrogestureError
 from microgesture.training import plots, splits
 from microgesture.training.datasets import open_dataset
 from microgesture.training.metrics import classification_report
-from microgesture.training.trainer import BEST_FILE, METRICS_FILE, RUN_FILE
+from microgesture.training.trainer import METRICS_FILE, RUN_FILE
 from microgesture.training.transforms import ClipDataset, make_loader
 
 
@@ -31,10 +32,7 @@ def _resolve(run_or_checkpoint: str | Path) -> tuple[Path, Path, dict | None]:
     """(checkpoint, output folder, run.json or None)."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        ckpt = path / BEST_FILE
-        if not ckpt.is_file():
-            raise MicrogestureError(f"{path} has no {BEST_FILE}: has the run finished an epoch? "
-                                    "(microgesture train --resume continues it)")
+        ckpt = run_checkpoint(path)
         info = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).is_file() else None
         return ckpt, path, info
     if path.is_file():
@@ -76,8 +74,15 @@ def _forward(model, batch, collect: dict | None):
     tokens = model.encode_frames(batch["frames"].flatten(0, 1)).unflatten(0, (b, r))
     pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
     logits, aux = model.fuse(tokens, pose, batch["joints"], return_aux=True)
-    if "frames" not in collect:
-        collect.update(frames=batch["frames"][0], relevance=aux["relevance"][0])
+    if "frames" not in collect:   # the first clip with a person in every RGB frame
+        person = (batch["joints"][..., 2] > 0).any(-1).all(-1)
+        if person.any():
+            i = int(person.nonzero()[0, 0])
+            collect.update(frames=batch["frames"][i], relevance=aux["relevance"][i],
+                           clip=len(collect.get("seen", ())) + i, person=True)
+        else:
+            collect.setdefault("no_person", (batch["frames"][0], aux["relevance"][0]))
+        collect.setdefault("seen", []).extend([None] * len(person))
     if "gate" in aux:
         collect.setdefault("gates", []).append(aux["gate"].numpy())
     return logits
@@ -93,6 +98,8 @@ def evaluate(run_or_checkpoint: str | Path, data: str | None = None, clips: int 
     out_dir = Path(out) if out else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(ckpt)
+    if progress:
+        print(f"evaluating {describe(ckpt, meta)}", file=sys.stderr, flush=True)
     config = meta["config"]
     data = data or (info and info["options"]["data"])
     if not data:
@@ -128,6 +135,12 @@ def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> l
         curve = plots.curves(out_dir / METRICS_FILE, out_dir / "curves.png")
         if curve:
             made.append(curve)
+    title = ""
+    if "frames" not in aux and "no_person" in aux:   # say so rather than show noise
+        aux.update(frames=aux["no_person"][0], relevance=aux["no_person"][1])
+        title = "no person in any test clip: relevance is uniform (no joints)"
+    elif "frames" in aux:
+        title = f"pose-guided patch relevance, test clip {aux['clip']} (first with a person)"
     if "frames" in aux:
         mean = torch.tensor(config.clip.mean).view(1, 3, 1, 1)
         std = torch.tensor(config.clip.std).view(1, 3, 1, 1)
@@ -135,7 +148,7 @@ def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> l
         frames = frames.permute(0, 2, 3, 1).numpy()
         side = int(round(aux["relevance"].shape[-1] ** 0.5))
         made.append(plots.relevance(frames, aux["relevance"].numpy(), (side, side),
-                                    out_dir / "relevance.png"))
+                                    out_dir / "relevance.png", title))
     if aux.get("gates"):
         made.append(plots.gate_histogram(np.concatenate(aux["gates"]), out_dir / "gate.png"))
     return made

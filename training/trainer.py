@@ -8,8 +8,10 @@ A run directory holds:
   optimizer, scheduler, grad scaler, random states, best score), written
   atomically; it holds tensors and plain containers only and is loaded with
   ``torch.load(weights_only=True)``;
-- ``best.safetensors``: the self-describing checkpoint with the best validation
-  top-1, which ``eval`` and ``export`` use;
+- ``best.safetensors``: the self-describing checkpoint of the best epoch (highest
+  validation top-1; on a tie, the lower validation loss), which ``eval`` and
+  ``export`` use; with ``keep="last"`` (``--keep last``) ``last.safetensors``, the
+  last epoch's, instead;
 - ``metrics.jsonl``: one line per epoch (and TensorBoard events in ``tb/`` when
   tensorboard is installed).
 
@@ -35,18 +37,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from microgesture.core.checkpoint import atomic_write, save_checkpoint
+from microgesture.core.checkpoint import (KEEP_FILES, RUN_FILE, STATE_FILE, atomic_write,
+                                          save_checkpoint)
 from microgesture.core.clip import load_torch_file, training_weights
 from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.models import create_model
-from microgesture.training import splits
+from microgesture.training import splits, token_cache
 from microgesture.training.datasets import open_dataset
 from microgesture.training.transforms import ClipDataset, make_loader
 
-RUN_FILE = "run.json"
-STATE_FILE = "last.pt"
-BEST_FILE = "best.safetensors"
+BEST_FILE = KEEP_FILES["best"]
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -72,6 +73,11 @@ class TrainOptions:
     test_fraction: float = 0.3
     strict: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    keep: str = "best"
+    """Which epoch's weights the run keeps for eval and export: ``best`` or ``last``."""
+    token_cache: int = 0
+    """Views per clip of the frozen CLIP blocks' tokens to cache (0: no cache), see
+    ``training.token_cache``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,6 +242,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     elif (run / STATE_FILE).exists():
         raise MicrogestureError(f"{run} already holds a run: continue it with --resume {run}, "
                                 "or choose another --out")
+    if options.keep not in KEEP_FILES:
+        raise MicrogestureError(f"keep must be one of {', '.join(KEEP_FILES)}, got {options.keep!r}")
     device = _device(options.device, local_rank)
     config, train_index, val_index, split_info = _prepare(options, run_info)
     clip_weights = None
@@ -284,6 +292,16 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+    if options.token_cache:   # after the weights are final: the frozen blocks' tokens
+        if world > 1:
+            raise MicrogestureError("--token-cache trains in one process; drop it under torchrun")
+        folder = run / token_cache.CACHE_DIR
+        train_set = token_cache.build(model, train_set, folder, "train", options.token_cache,
+                                      recipe.batch_size, options.workers, device, progress)
+        val_set = token_cache.build(model, val_set, folder, "val", 1, recipe.batch_size,
+                                    options.workers, device, progress)
+        loader = make_loader(train_set, recipe.batch_size, train=True, workers=options.workers)
+        val_loader = make_loader(val_set, recipe.batch_size, train=False, workers=options.workers)
     if start_epoch >= recipe.epochs and rank == 0:
         print(f"{run}: all {recipe.epochs} epochs are done already", file=sys.stderr)
 
@@ -307,7 +325,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
-                logits = net(batch["frames"], batch["heatmaps"], batch["joints"])
+                logits = (token_cache.forward(model, batch) if "hidden" in batch else
+                          net(batch["frames"], batch["heatmaps"], batch["joints"]))
                 loss = criterion(logits.float(), batch["label"])
             if not torch.isfinite(loss):
                 raise MicrogestureError(
@@ -334,10 +353,13 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen // world),
                   "lr": scheduler.get_last_lr()[-1], "clips_per_s": seen / train_time,
                   "epoch_seconds": train_time, **val}
-        if val["val_top1"] > best["top1"]:
-            best = {"top1": val["val_top1"], "epoch": epoch + 1}
-            save_checkpoint(model, run / BEST_FILE, extra={"epoch": epoch + 1, **val,
-                                                          "run": str(run)})
+        extra = {"epoch": epoch + 1, "epochs": recipe.epochs, **val, "run": str(run)}
+        if is_better(val, best):
+            best = {"top1": val["val_top1"], "loss": val["val_loss"], "epoch": epoch + 1}
+            if options.keep == "best":
+                save_checkpoint(model, run / KEEP_FILES["best"], extra={**extra, "kept": "best"})
+        if options.keep == "last":
+            save_checkpoint(model, run / KEEP_FILES["last"], extra={**extra, "kept": "last"})
         record["best_top1"] = best["top1"]
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -350,8 +372,18 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
                   f"{record['clips_per_s']:.1f} clips/s", file=sys.stderr)
     if world > 1:
         torch.distributed.destroy_process_group()
-    return {"run": str(run), "best_top1": best["top1"], "best_epoch": best["epoch"],
+    return {"run": str(run), "checkpoint": str(run / KEEP_FILES[options.keep]),
+            "best_top1": best["top1"], "best_epoch": best["epoch"],
             "epochs_done": max(start_epoch, last_epoch), "epochs": recipe.epochs, "train_clips": len(train_set), "val_clips": len(val_set)}
+
+
+def is_better(val: dict[str, float], best: dict[str, Any]) -> bool:
+    """The best-epoch rule, for small validation sets too: higher validation top-1;
+    on a tie, lower validation loss (runs from before the rule have no loss: a tie
+    keeps the earlier epoch)."""
+    if val["val_top1"] != best["top1"]:
+        return val["val_top1"] > best["top1"]
+    return val["val_loss"] < best.get("loss", -math.inf)
 
 
 @torch.no_grad()
@@ -362,7 +394,7 @@ def validate(model: nn.Module, loader, device: torch.device, criterion) -> dict[
     loss_sum = 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch["frames"], batch["heatmaps"], batch["joints"]).float()
+        logits = token_cache.forward(model, batch).float()
         loss_sum += criterion(logits, batch["label"]).item() * len(batch["label"])
         correct += int((logits.argmax(1) == batch["label"]).sum())
         total += len(batch["label"])

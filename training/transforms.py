@@ -217,6 +217,9 @@ class ClipDataset(Dataset):
         self.mean = np.asarray(config.clip.mean, np.float32)
         self.std = np.asarray(config.clip.std, np.float32)
         self.cache_size = max(1, int(cache_size))
+        self.decode_frames = True
+        """False: items carry no ``frames`` (the token cache has them); every random draw
+        (sampling, crop, flip) stays the same, so heatmaps and joints match the cached view."""
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.bad = 0
         self._bad_indices: set[int] = set()
@@ -285,7 +288,7 @@ class ClipDataset(Dataset):
             box = square_box(box, jitter)
             flip = self.train and rng.random() < self.flip_prob or self.flip
             s = cfg.clip.image_size
-            if video is not None:
+            if video is not None and self.decode_frames:
                 wanted = frame_of[rgb_idx]
                 images = video.read(wanted)
                 frames = np.stack([crop_resize(images[int(f)], box, s) for f in wanted])
@@ -305,7 +308,7 @@ class ClipDataset(Dataset):
             if frames is not None:
                 frames = frames[:, :, ::-1]
         if frames is None:
-            out_frames = torch.zeros(cfg.rgb_frames, 3, s, s)
+            out_frames = torch.zeros(cfg.rgb_frames if self.decode_frames else 0, 3, s, s)
         else:
             out_frames = torch.from_numpy(normalize_frames(frames, self.mean, self.std))
         return {
