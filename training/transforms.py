@@ -423,9 +423,13 @@ def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int
         sampler = EpochShuffle(len(dataset), seed)
     else:
         sampler = None
+    # Workers come from a fork server, not from a fork of this process: a fork copies the
+    # locks of this process's other threads (OpenCV's and OpenMP's pools, a stream or video
+    # writer thread) as they are at that instant, and a worker that found one held hung in
+    # its first cv2/torch call (seen in the test suite: the loader waited forever).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       persistent_workers=workers > 0, worker_init_fn=_worker_init if workers else None,
-                      drop_last=drop_last)
+                      multiprocessing_context="forkserver" if workers else None, drop_last=drop_last)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
