@@ -119,6 +119,10 @@ def test_int8_uses_qdq_for_convolutions_and_dynamic_for_transformers(full):
     assert "ConvInteger" not in ops("pose.int8.onnx")
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops("visual.int8.onnx")
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops("head.int8.onnx")
+    for name in ("visual.int8.onnx", "head.int8.onnx"):  # 7-bit weights: no u8s8 saturation on AVX2
+        weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(bundle / name)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8]
+        assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64, name
     assert manifest["stages"]["pose"]["quantization"]["int8"]["method"] == "static-qdq"
     report = manifest["verification"]["int8"]
     assert report["passed"] is True
