@@ -4,9 +4,12 @@
   ``quantize_dynamic`` with int8 weights on MatMul/Gemm; activations are
   quantized on the fly, so no calibration is needed. ViT-B/16 runs about 2.5x
   faster at a cosine of 0.9998 to fp32 (DESIGN.md). Weights use 7 bits
-  (``reduce_range``): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8
-  products saturate with 8-bit weights (the tiny test head fell to a cosine of
-  0.98 on such a CPU; 0.9999 with 7 bits), and a bundle runs wherever it is copied.
+  (``reduce_range``): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's
+  uint8 x int8 kernels add pairs of products in 16 bits and saturate with full
+  8-bit weights. Measured on an AVX2-only AMD EPYC with onnxruntime 1.32, the
+  tiny test model's int8 head fell to a cosine of 0.974 to fp32 with 8-bit
+  weights and is at 0.99995 with 7-bit ones. A bundle runs on CPUs other than
+  the one that exported it, so the export does not depend on the exporting CPU.
 - ``pose`` (3D convolutions): STATIC int8 in QDQ format -- ``quantize_static``
   with per-channel int8 weights and uint8 activations whose ranges come from a
   few calibration windows' heatmaps (a :class:`HeatmapReader`). Dynamic int8 on
