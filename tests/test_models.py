@@ -81,63 +81,6 @@ def test_aux_outputs_for_the_papers_checks(tiny):
     assert ((aux["gate"] > 0) & (aux["gate"] < 1)).all()
 
 
-def test_training_step_updates_only_unfrozen_parts():
-    model = create_model("clip-mg-tiny", seed=0).train()
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    # trainable_blocks=1 on a 2-block tower: block 0 and the patch embedding are frozen
-    assert "visual.conv1.weight" in frozen and "visual.transformer.resblocks.0.mlp.c_fc.weight" in frozen
-    assert "visual.transformer.resblocks.1.mlp.c_fc.weight" not in frozen
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    loss = torch.nn.functional.cross_entropy(model(**example_inputs(model.config)),
-                                             torch.tensor([1, 2]))
-    loss.backward()
-    opt.step()
-    for name, p in model.named_parameters():
-        moved = not torch.equal(before[name], p.detach())
-        if name in frozen:
-            assert not moved, name
-    assert not torch.equal(before["head.3.weight"], model.head[3].weight)
-    assert not torch.equal(before["pose_encoder.stages.0.weight"],
-                           model.pose_encoder.stages[0].weight)
-
-
-def test_registered_configs_and_paper_shapes():
-    assert {"clip-mg-b16", "clip-mg-b32", "clip-mg-tiny"} <= set(MODELS)
-    b16 = get_config("clip-mg-b16")
-    assert (b16.clip.arch, b16.clip.image_size, b16.clip.trainable_blocks) == ("ViT-B-16-quickgelu", 224, 2)
-    assert (b16.rgb_frames, b16.pose_frames, b16.pose.layout) == (8, 32, "coco18")
-    assert (b16.pose.heatmap_size, b16.pose.sigma, b16.pose.channels) == (256, 2.5, (64, 128, 256))
-    assert b16.num_classes == 32
-
-
-@pytest.mark.parametrize("name", ["clip-mg-b16", "clip-mg-b32"])
-def test_full_size_models_build_and_run_one_window(name):
-    model = create_model(name, seed=0).eval()
-    assert model.dim == 512  # pose features projected to 512, the CLIP embedding
-    with torch.no_grad():
-        logits = model(**example_inputs(model.config, batch=1))
-    assert logits.shape == (1, 32)
-
-
-def test_config_round_trip_and_overrides():
-    cfg = get_config("clip-mg-tiny", {"pose.sigma": 2.0, "gate": False}, num_classes=5)
-    assert cfg.pose.sigma == 2.0 and cfg.gate is False and cfg.num_classes == 5
-    assert config_from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(MicrogestureError, match="Did you mean 'gate'"):
-        get_config("clip-mg-tiny", gates=False)
-    with pytest.raises(MicrogestureError, match="Did you mean 'sigma'"):
-        get_config("clip-mg-tiny", {"pose.sigmaa": 1.0})
-    with pytest.raises(UnknownNameError, match="Did you mean 'clip-mg-b16'"):
-        create_model("clip-mg-b61")
-    with pytest.raises(MicrogestureError, match="multiple of rgb_frames"):
-        get_config("clip-mg-tiny", pose_frames=10)
-    with pytest.raises(MicrogestureError, match="modality"):
-        get_config("clip-mg-tiny", modality="audio")
-    with pytest.raises(MicrogestureError, match="unknown field"):
-        config_from_dict({**cfg.to_dict(), "future_field": 1})
-
-
 # ----------------------------------------------------------------- fusion, by the docstring's equations
 
 def _fusion_by_hand(model, tokens, pose, joints):
@@ -228,3 +171,61 @@ def test_gate_shut_ignores_the_skeleton_and_open_reacts_to_it(gate):
     else:
         assert (moved_skeleton - logits).abs().max() > 1e-3
         assert (moved_joints - logits).abs().max() > 1e-3
+
+
+def test_training_step_updates_only_unfrozen_parts():
+    model = create_model("clip-mg-tiny", seed=0).train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    # trainable_blocks=1 on a 2-block tower: block 0 and the patch embedding are frozen
+    assert "visual.conv1.weight" in frozen and "visual.transformer.resblocks.0.mlp.c_fc.weight" in frozen
+    assert "visual.transformer.resblocks.1.mlp.c_fc.weight" not in frozen
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = torch.nn.functional.cross_entropy(model(**example_inputs(model.config)),
+                                             torch.tensor([1, 2]))
+    loss.backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        moved = not torch.equal(before[name], p.detach())
+        if name in frozen:
+            assert not moved, name
+    assert not torch.equal(before["head.3.weight"], model.head[3].weight)
+    assert not torch.equal(before["pose_encoder.stages.0.weight"],
+                           model.pose_encoder.stages[0].weight)
+
+
+def test_registered_configs_and_paper_shapes():
+    assert {"clip-mg-b16", "clip-mg-b32", "clip-mg-tiny"} <= set(MODELS)
+    b16 = get_config("clip-mg-b16")
+    assert (b16.clip.arch, b16.clip.image_size, b16.clip.trainable_blocks) == ("ViT-B-16-quickgelu", 224, 2)
+    assert (b16.rgb_frames, b16.pose_frames, b16.pose.layout) == (8, 32, "coco18")
+    assert (b16.pose.heatmap_size, b16.pose.sigma, b16.pose.channels) == (256, 2.5, (64, 128, 256))
+    assert b16.num_classes == 32
+
+
+@pytest.mark.parametrize("name", ["clip-mg-b16", "clip-mg-b32"])
+def test_full_size_models_build_and_run_one_window(name):
+    model = create_model(name, seed=0).eval()
+    assert model.dim == 512  # pose features projected to 512, the CLIP embedding
+    with torch.no_grad():
+        logits = model(**example_inputs(model.config, batch=1))
+    assert logits.shape == (1, 32)
+
+
+def test_config_round_trip_and_overrides():
+    cfg = get_config("clip-mg-tiny", {"pose.sigma": 2.0, "gate": False}, num_classes=5)
+    assert cfg.pose.sigma == 2.0 and cfg.gate is False and cfg.num_classes == 5
+    assert config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(MicrogestureError, match="Did you mean 'gate'"):
+        get_config("clip-mg-tiny", gates=False)
+    with pytest.raises(MicrogestureError, match="Did you mean 'sigma'"):
+        get_config("clip-mg-tiny", {"pose.sigmaa": 1.0})
+    with pytest.raises(UnknownNameError, match="Did you mean 'clip-mg-b16'"):
+        create_model("clip-mg-b61")
+    with pytest.raises(MicrogestureError, match="multiple of rgb_frames"):
+        get_config("clip-mg-tiny", pose_frames=10)
+    with pytest.raises(MicrogestureError, match="modality"):
+        get_config("clip-mg-tiny", modality="audio")
+    with pytest.raises(MicrogestureError, match="unknown field"):
+        config_from_dict({**cfg.to_dict(), "future_field": 1})
+
