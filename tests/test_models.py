@@ -228,4 +228,3 @@ def test_config_round_trip_and_overrides():
         get_config("clip-mg-tiny", modality="audio")
     with pytest.raises(MicrogestureError, match="unknown field"):
         config_from_dict({**cfg.to_dict(), "future_field": 1})
-
