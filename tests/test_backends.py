@@ -243,10 +243,10 @@ def test_two_outputs_come_back_under_their_own_names(tmp_path):
     for name, want in expected.items():
         np.testing.assert_allclose(out[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
     # the same through a bundle stage
-    make_bundle(tmp_path / "bundle", {"visual": ("per-frame", {"x": (4,)},
-                                                 {"tokens": (3,), "logits": (2, 2), "pose": (3,)},
-                                                 ("fp32",))})
-    out = open_stage(tmp_path / "bundle", "visual").run({"x": x})
+    make_bundle(tmp_path / "bundle", {"head": ("per-window", {"x": (4,)},
+                                              {"tokens": (3,), "logits": (2, 2), "pose": (3,)},
+                                              ("fp32",))})
+    out = open_stage(tmp_path / "bundle", "head").run({"x": x})
     weight = stage_model(tmp_path / "again.onnx", {"x": (4,)}, {"tokens": (3,), "logits": (2, 2), "pose": (3,)})
     mixed = x @ weight   # make_bundle's first stage uses seed 0, as here
     np.testing.assert_allclose(out["tokens"], mixed[:, :3], rtol=1e-5, atol=1e-6)
