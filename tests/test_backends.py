@@ -4,6 +4,7 @@ Tiny ONNX graphs made with onnx.helper; no torch. GPU paths are marked ``gpu``.
 """
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -226,6 +227,29 @@ def test_cast_float64_only_when_asked(tmp_path):
         validate_feeds(specs, {"x": [[1, 2, 3, 4]]}, cast=True)  # ints are never cast
 
 
+def test_two_outputs_come_back_under_their_own_names(tmp_path):
+    """A graph with two outputs of different sizes (names not in alphabetical order):
+    each output is returned under its own name, with its own values."""
+    path = tmp_path / "two.onnx"
+    outputs = {"tokens": (2, 2), "logits": (3,), "pose": (3,)}
+    weight = stage_model(path, {"x": (4,)}, outputs)
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    mixed = x @ weight
+    expected = {"tokens": mixed[:, :4].reshape(5, 2, 2), "logits": mixed[:, 4:7], "pose": mixed[:, 7:]}
+    backend = OrtBackend(path)
+    assert [o.name for o in backend.outputs] == ["tokens", "logits", "pose"]
+    assert [o.shape for o in backend.outputs] == [(None, 2, 2), (None, 3), (None, 3)]
+    out = backend.run({"x": x})
+    assert sorted(out) == ["logits", "pose", "tokens"]
+    for name, want in expected.items():
+        np.testing.assert_allclose(out[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+    # the same through a bundle stage
+    make_bundle(tmp_path / "bundle", {"head": ("per-window", {"x": (4,)}, outputs, ("fp32",))})
+    out = open_stage(tmp_path / "bundle", "head").run({"x": x})   # make_bundle's first stage: seed 0
+    for name, want in expected.items():
+        np.testing.assert_allclose(out[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # --------------------------------------------------------------------------- bundles
 def test_open_stage_picks_files_and_lists_precisions(bundle):
     fp32 = open_stage(bundle, "head")
@@ -320,6 +344,35 @@ def test_tampered_bundles_are_refused(bundle, tmp_path):
         read_manifest(root)
     (root / "manifest.json").unlink()
     with pytest.raises(MicrogestureError, match="no manifest.json"):
+        read_manifest(root)
+
+
+def test_every_file_the_manifest_lists_is_checked(tmp_path):
+    """Each file of ``files`` (fp32 and int8 graphs, and extra files) changed on its own,
+    at the same size, is refused by name; put back, the bundle opens again."""
+    root = tmp_path / "bundle"
+    make_bundle(root, {
+        "head": ("per-window", {"tokens": (2, 3), "pose": (2, 2)}, {"logits": (3,)}, ("fp32", "int8")),
+        "pose": ("per-window", {"heatmaps": (2, 4)}, {"pose": (2, 2)}, ("fp32", "int8", "fp16")),
+        "visual": ("per-frame", {"frames": (3, 4, 4)}, {"tokens": (3,)}, ("fp32", "int8"))})
+    np.save(root / "text_embeddings.npy", np.ones((3, 4), np.float32))
+    manifest = json.loads((root / "manifest.json").read_text())
+    for key in ("schema_version", "format", "created", "files"):
+        manifest.pop(key)
+    write_manifest(root, {**manifest, "extra_files": ["text_embeddings.npy"]})
+    listed = sorted(read_manifest(root)["files"])
+    assert listed == sorted(["head.onnx", "head.int8.onnx", "pose.onnx", "pose.int8.onnx",
+                             "pose.fp16.onnx", "visual.onnx", "visual.int8.onnx", "text_embeddings.npy"])
+    for name in listed:
+        original = (root / name).read_bytes()
+        changed = bytearray(original)
+        changed[len(changed) // 2] ^= 0x01   # one bit, same size: only the sha256 can tell
+        (root / name).write_bytes(bytes(changed))
+        with pytest.raises(MicrogestureError, match=f"{re.escape(name)} does not match its checksum"):
+            read_manifest(root)
+        with pytest.raises(MicrogestureError, match="checksum"):
+            open_stage(root, "head")
+        (root / name).write_bytes(original)
         read_manifest(root)
 
 
@@ -534,6 +587,56 @@ def test_tensorrt_backend_logic_with_a_fake_runtime(tmp_path, monkeypatch):
     write_engine_file(path, {"stage": "visual", "tensorrt": "10.0.fake", "gpu": "A100"}, b"??")
     with pytest.raises(MicrogestureError, match="could not deserialise.*A100"):
         TensorRTBackend(path)
+
+
+class _TwoOutputEngine(_FakeEngine):
+    """The fake engine with two outputs: ``double`` = 2 * x and ``plus_one`` = x + 1,
+    declared in the order plus_one, double."""
+
+    names = ["x", "plus_one", "double"]
+
+    def __init__(self, memory):
+        super().__init__(memory)
+        self.num_io_tensors = 3
+
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def create_execution_context(self):
+        context = super().create_execution_context()
+        engine = self
+
+        def execute_async_v3(stream):
+            n = int(np.prod(context.shapes["x"]))
+            buffers, at = engine.memory.buffers, context.addresses
+            x = np.frombuffer(buffers[at["x"]], np.float32, n)
+            np.frombuffer(buffers[at["double"]], np.float32, n)[:] = 2 * x
+            np.frombuffer(buffers[at["plus_one"]], np.float32, n)[:] = x + 1
+            return True
+
+        context.execute_async_v3 = execute_async_v3
+        return context
+
+
+def test_tensorrt_backend_returns_each_output_by_name(tmp_path, monkeypatch):
+    memory = _HostMemory()
+    fake = types.SimpleNamespace(
+        __version__="10.0.fake", Logger=lambda level: None,
+        TensorIOMode=types.SimpleNamespace(INPUT="IN"), nptype=lambda dtype: np.float32,
+        Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: _TwoOutputEngine(memory)))
+    fake.Logger.WARNING = 2
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(backends, "_device_memory", lambda device_id, allocator: memory)
+    monkeypatch.setattr(backends, "gpu_name", lambda device_id=0: "Fake GPU")
+    path = tmp_path / "head.fp16.engine"
+    write_engine_file(path, {"stage": "head", "tensorrt": "10.0.fake"}, b"OK")
+    backend = TensorRTBackend(path)
+    assert [o.name for o in backend.outputs] == ["plus_one", "double"]
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = backend.run({"x": x})
+    assert sorted(out) == ["double", "plus_one"]
+    np.testing.assert_array_equal(out["double"], 2 * x)
+    np.testing.assert_array_equal(out["plus_one"], x + 1)
 
 
 # --------------------------------------------------------------------------- GPU only

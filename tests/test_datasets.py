@@ -336,12 +336,23 @@ def test_challenge_records_and_coordinates(tmp_path, coords):
     assert got == [("vidC_1", 3, "vidC", "test", 0, coords), ("vidA_1", 0, "vidA", "train", 0, coords),
                    ("vidA_2", 5, "vidA", "train", 1, coords), ("vidB_1", 31, "vidB", "train", 2, coords)]
     assert len(open_dataset(root, split="train")) == 3
-    # all coordinate conventions give the same pixels, hence the same heatmaps
+    # every coordinate convention gives back the pixels make_challenge placed the person at
+    # (box 700..1200 x 200..1000 of a 1920x1080 frame): joints in the model's crop, computed
+    # here from those pixels and the documented crop (PoseCompact: padding 0.25, square)
     item = ClipDataset(open_dataset(root, split="train"), TINY.replace(modality="pose"), train=False)[0]
-    ref = ClipDataset(open_dataset(make_challenge(tmp_path / "ref"), split="train"),
-                      TINY.replace(modality="pose"), train=False)[0]
-    assert torch.allclose(item["heatmaps"], ref["heatmaps"], atol=1e-3)
-    assert torch.allclose(item["joints"], ref["joints"], atol=1e-4)
+    kp, _ = person("coco18", 1, box=(700, 200, 1200, 1000))
+    present = np.array([c in get_layout("imigue22").canonical for c in get_layout("coco18").canonical])
+    pts = kp[0][present] + 0.5                                    # pixel centres, slice convention
+    centre, side = (pts.min(0) + pts.max(0)) / 2, 1.25 * (pts.max(0) - pts.min(0)).max()
+    expected = (pts - (centre - side / 2)) / side
+    joints = item["joints"].numpy()                               # (R, V, 3)
+    assert (joints[:, present, 2] > 0).all() and (joints[:, ~present] == 0).all()
+    np.testing.assert_allclose(joints[:, present, :2], np.broadcast_to(expected, joints[:, present, :2].shape),
+                               atol=4e-3)
+    heatmaps = item["heatmaps"].numpy()                           # (V, P, 16, 16)
+    assert heatmaps[~present].max() == 0
+    for v, (x, y) in zip(np.flatnonzero(present), expected * 16 - 0.5):
+        assert np.abs(peak(heatmaps[v, 0]) - (x, y)).max() <= 0.5 + 1e-6, get_layout("coco18").joints[v]
 
 
 def test_challenge_videos_subjects_and_errors(tmp_path):

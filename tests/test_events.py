@@ -83,6 +83,26 @@ def test_hysteresis_does_not_flap():
     assert got == [(4, "start", "touch jaw", None), (10, "end", "touch jaw", "below_threshold")]
 
 
+def test_thresholds_are_strict_at_the_exact_boundary():
+    """A smoothed score exactly AT start_threshold does not start a gesture (it must be
+    above); exactly AT end_threshold does not end one (it must fall below)."""
+    sm = GestureSmoother(LABELS, window=1, start_threshold=0.6, end_threshold=0.4, min_duration_s=0,
+                         update_every=0)
+    got, _ = run(sm, [onehot(1, 0.6)] * 3)
+    assert got == [] and sm.active is None
+    got, _ = run(sm, [onehot(1, np.nextafter(0.6, 1.0))], start=3)   # the next float above starts
+    assert got == [(3, "start", "touch jaw", None)]
+    got, _ = run(sm, [onehot(1, 0.4)] * 3, start=4)                  # at the end threshold: still active
+    assert got == [] and sm.active is not None
+    got, _ = run(sm, [onehot(1, np.nextafter(0.4, 0.0))], start=7)   # the next float below ends it
+    assert got == [(7, "end", "touch jaw", "below_threshold")]
+    # the same holds for the moving average, not only for one window's scores
+    sm = GestureSmoother(LABELS, window=2, start_threshold=0.6, end_threshold=0.4, min_duration_s=0,
+                         update_every=0)
+    got, _ = run(sm, [onehot(1, 0.5), onehot(1, 0.7)])               # mean exactly 0.6
+    assert sm.smoothed[1] == 0.6 and got == []
+
+
 def test_min_duration_suppresses_short_gestures_and_keeps_the_true_start():
     sm = GestureSmoother(LABELS, window=1, min_duration_s=0.3, update_every=0)
     short = [onehot(1, 0.9)] * 3                  # 0.0, 0.1, 0.2 s: lasts 0.2 s < 0.3 s
@@ -201,6 +221,34 @@ def test_every_record_matches_the_schema(pub):
         json.loads(json.dumps(r, allow_nan=False))
     assert [r["seq"] for r in records] == list(range(len(records)))      # per stream, across types
     assert [r["type_seq"] for r in records if r["type"] == "window"] == [0, 1, 2]
+
+
+def test_sequence_numbers_per_stream_and_per_stream_and_type(pub):
+    """``seq`` counts every event of a stream; ``type_seq`` counts each (stream, type)
+    on its own, from 0, whatever the other streams and types publish in between."""
+    sm = {s: GestureSmoother(LABELS, window=1, min_duration_s=0, update_every=1) for s in ("cam0", "cam1")}
+    records = []
+    for i in range(3):
+        for stream in ("cam0", "cam1", "cam0"):
+            records.append(pub.publish_source(stream, "connected", f"round {i}"))
+            records.append(pub.publish_heartbeat(stream, {"windows_run": i}))
+        for stream in ("cam1", "cam0"):
+            w = win(i, stream=stream)
+            records += [pub.publish(e) for e in sm[stream].feed(onehot(1, 0.9), w)]
+            records.append(pub.publish_window(w, onehot(1, 0.9), LABELS))
+    records.append(pub.publish_source("cam10", "connected"))
+    for stream in ("cam0", "cam1", "cam10"):
+        mine = [r for r in records if r["stream"] == stream]
+        assert [r["seq"] for r in mine] == list(range(len(mine))), stream
+        for type_ in ("gesture", "heartbeat", "source", "window"):
+            numbers = [r["type_seq"] for r in mine if r["type"] == type_]
+            assert numbers == list(range(len(numbers))), (stream, type_)
+    counts = {(s, t): sum(1 for r in records if (r["stream"], r["type"]) == (s, t))
+              for s in ("cam0", "cam1") for t in ("gesture", "heartbeat", "source", "window")}
+    assert counts == {("cam0", "gesture"): 3, ("cam0", "heartbeat"): 6, ("cam0", "source"): 6,
+                      ("cam0", "window"): 3, ("cam1", "gesture"): 3, ("cam1", "heartbeat"): 3,
+                      ("cam1", "source"): 3, ("cam1", "window"): 3}
+    assert pub.stats["streams"] == {"cam0": 18, "cam1": 12, "cam10": 1}
 
 
 def test_gesture_record_fields(pub):

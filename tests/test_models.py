@@ -81,6 +81,98 @@ def test_aux_outputs_for_the_papers_checks(tiny):
     assert ((aux["gate"] > 0) & (aux["gate"] < 1)).all()
 
 
+# ----------------------------------------------------------------- fusion, by the docstring's equations
+
+def _fusion_by_hand(model, tokens, pose, joints):
+    """The equations of core/clip_mg.py's docstring, written out from the submodules'
+    weights (relevance and multi-head attention by hand): logits and the gate."""
+    cfg, d = model.config, model.dim
+    x_cls, x = tokens[:, :, 0], tokens[:, :, 1:]                   # (B, R, D), (B, R, P, D)
+    b, r, p, _ = x.shape
+    side = int(round(p ** 0.5))
+    # w_t,p = normalise_p(1e-6 + sum_v s_v exp(-|c_p - j_v|^2 / 2 sigma^2)), distances in patch units
+    cols, rows = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="xy")
+    centres = torch.stack([cols.reshape(-1) + 0.5, rows.reshape(-1) + 0.5], -1).to(x)  # (P, 2) patches
+    xy, s = joints[..., :2] * side, joints[..., 2]
+    present = torch.isfinite(xy).all(-1) & torch.isfinite(s) & (s > 0)
+    s = torch.where(present, s, torch.zeros_like(s))
+    xy = torch.where(present[..., None], xy, torch.zeros_like(xy))
+    d2 = ((centres[None, None, :, None] - xy[:, :, None]) ** 2).sum(-1)  # (B, R, P, V)
+    sigma = cfg.relevance_sigma
+    w = 1e-6 + (s[:, :, None] * torch.exp(-d2 / (2 * sigma ** 2))).sum(-1)
+    w = w / w.sum(-1, keepdim=True)
+    wq_f = pose @ model.pose_to_query.weight.T + model.pose_to_query.bias     # W_q f_t
+    q = model.query_norm((w[..., None] * x).sum(2) + wq_f)                   # q_t = LN(sum_p w x + W_q f)
+    g = torch.sigmoid(torch.cat([pose, x_cls], -1) @ model.gate.weight.T + model.gate.bias)
+    q_hat = g * q + (1 - g) * x_cls
+    z = (x + (g * wq_f)[:, :, None]).reshape(b, r * p, d)                 # all frames' tokens
+    # MHA(q^, z, z) by hand: per-head scaled dot-product attention, then the output projection
+    att = model.attention
+    heads = att.num_heads
+    wq, wk, wv = att.in_proj_weight.chunk(3)
+    bq, bk, bv = att.in_proj_bias.chunk(3)
+    split = lambda t: t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    qh, kh, vh = split(q_hat @ wq.T + bq), split(z @ wk.T + bk), split(z @ wv.T + bv)
+    a = torch.softmax(qh @ kh.transpose(-1, -2) / (d // heads) ** 0.5, -1) @ vh
+    mha = a.transpose(1, 2).reshape(b, r, d) @ att.out_proj.weight.T + att.out_proj.bias
+    h = model.out_norm(q_hat + mha).mean(1)                                  # mean_t LN(q^ + MHA)
+    return model.head(h), g
+
+
+def _double_tiny(seed=0):
+    import copy
+
+    model = copy.deepcopy(create_model("clip-mg-tiny", seed=seed)).double().eval()
+    with torch.no_grad():   # gates spread over (0, 1), so g and 1 - g differ clearly
+        model.gate.bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+def test_fusion_computes_the_docstring_equations():
+    model = _double_tiny()
+    gen = torch.Generator().manual_seed(5)
+    b, r, p, d, v = 2, 4, 16, model.dim, 18
+    tokens = torch.randn(b, r, 1 + p, d, generator=gen, dtype=torch.float64)
+    pose = torch.randn(b, r, d, generator=gen, dtype=torch.float64)
+    joints = torch.rand(b, r, v, 3, generator=gen, dtype=torch.float64)
+    joints[0, :, 3, 2] = 0.0                       # a joint with score 0
+    joints[1, 2, 5, :2] = float("nan")             # a joint not found
+    with torch.no_grad():
+        logits, aux = model.fuse(tokens, pose, joints, return_aux=True)
+        expected, gate = _fusion_by_hand(model, tokens, pose, joints)
+    assert (gate - 0.5).abs().mean() > 0.15   # not all near 0.5, where g and 1 - g agree
+    torch.testing.assert_close(aux["gate"], gate, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("gate", ["shut", "open"])
+def test_gate_shut_ignores_the_skeleton_and_open_reacts_to_it(gate):
+    """g = 0: the query is the CLS token and the tokens get no pose, so the logits do not
+    depend on heatmaps or joints at all; g = 1: they react to both."""
+    model = create_model("clip-mg-tiny", seed=0).eval()
+    with torch.no_grad():
+        model.gate.weight.zero_()
+        model.gate.bias.fill_(-1e4 if gate == "shut" else 1e4)   # sigmoid: exactly 0 or 1
+    inputs = example_inputs(model.config, batch=2, seed=1)
+    joints = inputs["joints"].clone()
+    joints[..., :2] = 1 - joints[..., :2]
+    other_skeleton = dict(inputs, heatmaps=torch.rand_like(inputs["heatmaps"]), joints=joints)
+    other_frames = dict(inputs, frames=torch.randn_like(inputs["frames"]))
+    with torch.no_grad():
+        logits, aux = model.fuse(model.encode_frames(inputs["frames"].flatten(0, 1)).unflatten(0, (2, 4)),
+                                 model.encode_pose(inputs["heatmaps"]), inputs["joints"], return_aux=True)
+        assert torch.equal(aux["gate"], torch.full_like(aux["gate"], 0.0 if gate == "shut" else 1.0))
+        moved_skeleton = model(**other_skeleton)
+        moved_joints = model(**dict(inputs, joints=joints))
+        moved_frames = model(**other_frames)
+    assert not torch.allclose(moved_frames, logits, atol=1e-4)   # the frames always count
+    if gate == "shut":
+        torch.testing.assert_close(moved_skeleton, logits, rtol=0, atol=1e-6)
+    else:
+        assert (moved_skeleton - logits).abs().max() > 1e-3
+        assert (moved_joints - logits).abs().max() > 1e-3
+
+
 def test_training_step_updates_only_unfrozen_parts():
     model = create_model("clip-mg-tiny", seed=0).train()
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from microgesture.stream.events import validate_event
 from microgesture.stream.pipeline import (Recognizer, SmoothingOptions, StreamOptions,
                                           event_stream_id, run_stream)
 
@@ -43,23 +44,40 @@ def long_video(tmp_path_factory):
     return Path(info["video"]), Path(info["video"]).with_suffix(".jsonl")
 
 
-def collect(address_holder, stop, received):
+SYNC = "sync"  # the stream id of the handshake events (ZeroMQ's slow joiner)
+
+
+def collect(holder, stop, received):
     from microgesture.stream.client import Subscriber
 
-    address_holder["ready"].wait(30)
-    with Subscriber(address_holder["address"], types=("gesture", "heartbeat", "source", "window"),
+    holder["ready"].wait(30)
+
+    def keep(event):
+        if event["stream"] == SYNC:
+            holder["synced"].set()
+            return
+        if event["type"] == "heartbeat":
+            holder["heartbeat"].set()
+        received.append(event)
+
+    with Subscriber(holder["address"], types=("gesture", "heartbeat", "source", "window"),
                     timeout=0.2) as sub:
-        address_holder["subscribed"].set()
+        holder["subscribed"].set()
         while not stop.is_set():
             event = sub.recv(timeout=0.1)
             if event is not None:
-                received.append(event)
+                keep(event)
         while (event := sub.recv(timeout=0.3)) is not None:
-            received.append(event)
+            keep(event)
 
 
 def run_with_subscriber(options: StreamOptions):
-    holder = {"ready": threading.Event(), "subscribed": threading.Event()}
+    """Run the stream with a subscriber that receives from its very first event, and
+    whose frame thread waits on its first frame until a heartbeat has been received
+    (heartbeats must keep coming while the pipeline stalls; without the wait, whether
+    a heartbeat falls within the run depends on how fast the machine is)."""
+    names = ("ready", "subscribed", "synced", "heartbeat")
+    holder = {name: threading.Event() for name in names}
     stop, received = threading.Event(), []
     thread = threading.Thread(target=collect, args=(holder, stop, received), daemon=True)
     thread.start()
@@ -69,8 +87,15 @@ def run_with_subscriber(options: StreamOptions):
         holder["address"] = address
         workers_box["workers"] = workers
         holder["ready"].set()
-        holder["subscribed"].wait(10)
-        time.sleep(0.3)  # let the SUB connection settle before the first events
+        assert holder["subscribed"].wait(30)
+        publisher = workers[0].rec.publisher
+        deadline = time.monotonic() + 30
+        while not holder["synced"].is_set() and time.monotonic() < deadline:
+            publisher.publish_heartbeat(SYNC)  # until the subscription has reached the publisher
+            holder["synced"].wait(0.05)
+        assert holder["synced"].is_set(), "the subscription never reached the publisher"
+        for w in workers:
+            w.frame_sink = lambda worker, frame, kp, sc: holder["heartbeat"].wait(30)
 
     summary = run_stream(options, on_ready=ready)
     stop.set()
@@ -100,11 +125,15 @@ def test_stream_file_with_recorded_pose_publishes_events(bundle, long_video, tmp
     assert types.count("window") == s["windows_run"]
     statuses = [e["status"] for e in received if e["type"] == "source"]
     assert statuses[-1] == "ended" and "connected" in statuses
-    assert "heartbeat" in types
+    beats = [e for e in received if e["type"] == "heartbeat"]
+    assert beats, "no heartbeat while the first frame waited"
+    validate_event(beats[0])   # sent while the frame thread was stalled: the stats show it
+    assert beats[0]["stats"]["windows_run"] == 0 and beats[0]["stats"]["frames_processed"] <= 1
     seqs = [e["seq"] for e in received]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seqs[0] == 0 and not any("_gap" in e for e in received)   # nothing lost, from the first
     # the on-disk log has every event published, received or not
-    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = [e for e in map(json.loads, log.read_text().splitlines()) if e["stream"] == "cam0"]
     assert {e["seq"] for e in received} <= {e["seq"] for e in logged}
     gestures = [e for e in logged if e["type"] == "gesture"]
     assert gestures, "a low threshold must produce gesture events"
@@ -113,6 +142,38 @@ def test_stream_file_with_recorded_pose_publishes_events(bundle, long_video, tmp
     assert len(window_ids) == 4 and window_ids == sorted(window_ids)
     assert summary["precision"] == "fp32"
     assert all(p == ["CPUExecutionProvider"] for p in summary["providers"].values())
+
+
+def test_stopping_a_stream_ends_its_active_gesture(bundle, long_video, tmp_path):
+    """Stopped (Ctrl-C, stop()) while a gesture is active, the stream still publishes that
+    gesture's ``end`` (reason ``flush``) before it says ``stopped``."""
+    video, skeleton = long_video
+    log = tmp_path / "events.jsonl"
+    options = StreamOptions(bundle=str(bundle[0]), sources=[str(video)], stream_ids=["cam0"],
+                            publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                            precision="fp32", span_s=32 / 15, events_log=str(log), realtime=True,
+                            smoothing=SmoothingOptions(start_threshold=0.01, end_threshold=0.005,
+                                                       min_duration_s=0.0))
+    stop = threading.Event()
+
+    def stop_once_a_gesture_is_active(address, workers):
+        def watch():  # the 12 s file plays in real time: stop well before it ends
+            while not stop.is_set():
+                if any(e["phase"] == "start" for e in list(workers[0].events)):
+                    stop.set()
+                time.sleep(0.02)
+        threading.Thread(target=watch, daemon=True).start()
+
+    summary = run_stream(options, stop=stop, on_ready=stop_once_a_gesture_is_active)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    gestures = [e for e in events if e["type"] == "gesture"]
+    assert summary["streams"]["cam0"]["frames_processed"] < 12 * 15   # stopped, not ended
+    assert gestures and gestures[-1]["phase"] == "end" and gestures[-1]["reason"] == "flush"
+    starts = [e["gesture_id"] for e in gestures if e["phase"] == "start"]
+    ends = [e["gesture_id"] for e in gestures if e["phase"] == "end"]
+    assert starts == ends                                  # every gesture that started ended
+    statuses = [e["status"] for e in events if e["type"] == "source"]
+    assert statuses[-1] == "stopped" and "ended" not in statuses
 
 
 def test_cached_window_equals_the_whole_window_in_pytorch(bundle, long_video):
