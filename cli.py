@@ -281,7 +281,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                        help="write a set of N long videos (one subject each, several gestures with rest "
                             "between them, split into train/val/test subjects) for eval-online")
     synth.add_argument("--seconds", type=float, default=60.0,
-                       help="length of each --long-videos video (default: 60)")
+                       help="length of each --long-videos video")
     synth.add_argument("--quiet", action="store_true")
     info = sub.add_parser("info", help="check a dataset folder and count its clips")
     info.add_argument("path", help="dataset folder")
@@ -590,11 +590,11 @@ def _live_source_options(p: argparse.ArgumentParser) -> None:
     _credentials_options(p)
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="a live source that sends nothing for S seconds is reported lost and "
-                        "reconnected (default 5)")
+                        "reconnected")
     p.add_argument("--reconnect-min", type=float, default=0.5, metavar="S",
-                   help="first reconnect delay; doubles per failed attempt (default 0.5)")
+                   help="first reconnect delay; doubles per failed attempt")
     p.add_argument("--reconnect-max", type=float, default=30.0, metavar="S",
-                   help="longest reconnect delay (default 30)")
+                   help="longest reconnect delay")
 
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
@@ -634,7 +634,7 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-duration", type=float, help="seconds a gesture must last" + tuned % 0.3)
     p.add_argument("--silence-report", type=float, default=60.0, metavar="SECONDS",
                    help="live: say why after this many seconds without a gesture event, and again "
-                        "every as many (0: only when the stream ends) (default: 60)")
+                        "every as many (0: only when the stream ends)")
     p.add_argument("--max-frames", type=int, help="stop each stream after this many frames")
     p.add_argument("--save-video", help="write an annotated video browsers play: .webm (VP8) or "
                                         ".mp4 (H.264; VP8 .webm beside it when this OpenCV has "

@@ -37,8 +37,12 @@ def test_help_states_a_default_value_exactly(capsys):
     with pytest.raises(SystemExit):
         main(["stream", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--start-threshold START_THRESHOLD default: 0.5" in out
-    assert "--smooth-windows SMOOTH_WINDOWS windows averaged (default: 4)" in out
+    assert "--heartbeat HEARTBEAT seconds between heartbeats (default: 1.0)" in out
+    assert "--silence-report SECONDS" in out and "only when the stream ends) (default: 60.0)" in out
+    # smoothing defaults come from the bundle when eval-online --tune stored them
+    assert ("--start-threshold START_THRESHOLD smoothed score that starts a gesture (default: the "
+            "bundle's tuned value from eval-online --tune, else 0.5)") in out
+    assert "--smooth-windows SMOOTH_WINDOWS windows averaged (default: the bundle's tuned value" in out
 
 
 def test_messages_name_cli_options():
