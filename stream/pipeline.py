@@ -55,6 +55,7 @@ from microgesture.stream.events import EventPublisher, GestureSmoother, WindowIn
 from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
+from microgesture.stream.segments import SegmentCache, pose_stages, segment_pose
 from microgesture.stream.silence import SilenceWatch
 from microgesture.stream.sources import Frame, SourceStatus, open_source
 
@@ -168,6 +169,7 @@ class _WindowJob:
     queued_ns: int
     latency: dict[str, float]
     tokens: list | None = None  # per RGB frame: tokens, or a Future of (tokens, encode ms)
+    segments: list | None = None  # per RGB frame: its pose segment's key (stream.segments)
 
     def resolve_tokens(self) -> None:
         """Wait for the frames still being encoded and stack the window's tokens."""
@@ -193,7 +195,7 @@ class Recognizer:
     def __init__(self, bundle: str, publisher: EventPublisher, precision: str = "auto",
                  device: str = "cpu", threads: int = 1, max_batch: int = 8,
                  smoothing: SmoothingOptions | None = None, model_id: str | None = None,
-                 triton: str | None = None):
+                 triton: str | None = None, segment_cache: bool = True):
         self.manifest = read_manifest(bundle)
         self.streams: list[StreamWorker] = []  # told when a Triton server goes away
         stages = self.manifest["stages"]
@@ -213,8 +215,8 @@ class Recognizer:
             self.sessions = open_triton_stages(triton, self.manifest, precision,
                                                on_status=self._server_status)
         else:
-            self.sessions = open_stages(self.manifest, ("visual", "pose", "head"), bundle,
-                                        precision=precision, device=device, threads=threads)
+            self.sessions = open_stages(self.manifest, pose_stages(self.manifest, segment_cache),
+                                        bundle, precision=precision, device=device, threads=threads)
         self.head_inputs = tuple(stages["head"]["inputs"])
         self.window = self.manifest["window"]
         pre = self.manifest["preprocessing"]
@@ -322,7 +324,9 @@ class Recognizer:
         # last RGB frames; the tokens are awaited only for the head
         t0 = time.perf_counter()
         head_feeds = {}
-        if "pose" in self.sessions:
+        if "pose_segment" in self.sessions:  # new segments only; the others are cached
+            head_feeds["pose"] = segment_pose(self.sessions["pose_segment"], jobs)
+        elif "pose" in self.sessions:
             heatmaps = np.concatenate([j.feeds["heatmaps"] for j in jobs])
             head_feeds["pose"] = self.sessions["pose"].run({"heatmaps": heatmaps})["pose"]
         wait = time.perf_counter()
@@ -394,6 +398,7 @@ class StreamWorker:
         capacity = span_frames * 2 + 16
         self.frames = Ring(capacity)
         self.tokens = Ring(capacity)
+        self.segments = SegmentCache(4 * win["rgb_frames"])  # pose features per segment
         self.smoother = GestureSmoother(recognizer.labels, window=recognizer.smoothing.window,
                                         start_threshold=recognizer.smoothing.start_threshold,
                                         end_threshold=recognizer.smoothing.end_threshold,
@@ -584,7 +589,11 @@ class StreamWorker:
             return
         self._had_person = True
         feeds: dict[str, np.ndarray] = {}
-        if "pose" in rec.sessions:
+        segments = None
+        if "pose_segment" in rec.sessions:
+            segments = self.segments.prepare(window.pose_ids, rec.window["rgb_frames"],
+                                             lambda i: entries[i].heatmap)
+        elif "pose" in rec.sessions:
             feeds["heatmaps"] = np.stack([entries[i].heatmap for i in window.pose_ids], 1)[None]
         if "joints" in rec.head_inputs:
             feeds["joints"] = np.stack([entries[i].joints for i in window.rgb_ids])[None]
@@ -609,7 +618,7 @@ class StreamWorker:
                    "assemble": (time.perf_counter() - t0) * 1e3}
         info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id, paced=self.live)
         job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency,
-                         tokens if "visual" in rec.sessions else None)
+                         tokens if "visual" in rec.sessions else None, segments)
         if rec.submit(job, wait=not self.live):
             self.counts["windows"] += 1
         else:
@@ -679,6 +688,7 @@ class StreamWorker:
                 "encodes_skipped": self.counts["encodes_skipped"],
                 "windows_no_person": self.counts["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
+                **self.segments.stats(),
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
     def close(self) -> None:
