@@ -410,7 +410,7 @@ def run_export(args: argparse.Namespace) -> int:
     formats = tuple(f for f in args.formats.split(",") if f)
     summary = export_bundle(args.run, args.out, formats=formats, verify=not args.no_verify,
                             data=args.data, calibration_clips=args.calibration_clips,
-                            opset=args.opset, progress=not args.quiet)
+                            opset=args.opset, progress=not args.quiet, span_s=args.span)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -428,6 +428,9 @@ def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-clips", type=int, default=16,
                    help="clips used to calibrate static int8")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--span", type=float,
+                   help="seconds a streamed window covers (default: the training clips' median, "
+                        "else 2.67, the synthetic set's median clip)")
     p.add_argument("--quiet", action="store_true")
 
 

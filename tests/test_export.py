@@ -153,6 +153,18 @@ def test_single_modality_ablations_export_only_their_stages(tmp_path, modality, 
     assert summary["verification"]["fp32"] is True and report["inputs"]["real"]["source"] == "synthetic"
     assert report["window"]["random"]["top1_agreement"] == 1.0
     assert report["window"]["real"]["max_abs"] < 1e-4
+    # without a dataset a window spans the synthetic set's median clip, never pose_frames / fps
+    assert manifest["window"]["span_s"] == 2.67 and "synthetic set" in manifest["window"]["span_source"]
+
+
+def test_export_span_option(tmp_path):
+    _, ckpt = _checkpoint(tmp_path / "run", modality="pose")
+    export_bundle(ckpt, tmp_path / "bundle", verify=False, progress=False, span_s=1.5)
+    window = read_manifest(tmp_path / "bundle")["window"]
+    assert (window["span_s"], window["span_source"]) == (1.5, "given (--span)")
+    with pytest.raises(MicrogestureError, match="--span must be"):
+        export_bundle(ckpt, tmp_path / "other", progress=False, span_s=0)
+    assert not (tmp_path / "other").exists()
 
 
 def test_verification_fails_on_perturbed_weights_and_on_zero_tolerance(full, tmp_path, monkeypatch):
