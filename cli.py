@@ -678,7 +678,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     (source,) = _with_credentials(args, [args.source])
     report = run_bench(bundle=args.bundle, source=source, precisions=precisions, pose=args.pose,
                        duration_s=args.duration, size=args.size, fps=args.fps, hop=args.hop,
-                       threads=args.threads, out=args.out, progress=not args.quiet)
+                       threads=args.threads, out=args.out, progress=not args.quiet,
+                       naive=not args.no_naive)
     print(format_report(report))
     if args.json:
         slim = {**report, "results": [{k: v for k, v in r.items()
@@ -703,6 +704,8 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per inference session")
     p.add_argument("--out", default="bench-results", help="folder for bench.json and bench.png")
     p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    p.add_argument("--no-naive", action="store_true",
+                   help="skip the naive baseline (whole-window forward per window, nothing reused)")
     _credentials_options(p)
     p.add_argument("--quiet", action="store_true")
 

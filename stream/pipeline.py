@@ -399,6 +399,7 @@ class StreamWorker:
         self.frames = Ring(capacity)
         self.tokens = Ring(capacity)
         self.segments = SegmentCache(4 * win["rgb_frames"])  # pose features per segment
+        self.reuse_tokens = True  # False: the naive baseline (stream.bench) encodes per window
         self.smoother = GestureSmoother(recognizer.labels, window=recognizer.smoothing.window,
                                         start_threshold=recognizer.smoothing.start_threshold,
                                         end_threshold=recognizer.smoothing.end_threshold,
@@ -546,7 +547,7 @@ class StreamWorker:
                            FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints,
                                      crop, pose_ms, (t2 - t1) * 1e3))
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
-        if predicted and crop is not None and self._encoder_ready():
+        if predicted and crop is not None and self.reuse_tokens and self._encoder_ready():
             self._encodes.append(rec.encode_later(crop))
             self.tokens.append(frame.capture_ns, frame.frame_id, self._encodes[-1])
             self.counts["encoded"] += 1
@@ -601,14 +602,15 @@ class StreamWorker:
         if "visual" in rec.sessions:
             tokens, taken = [], set(window.rgb_ids)
             for i in window.rgb_ids:
-                cached = self.tokens.get(i)
-                if cached is None and self.substitute_ns:
+                cached = self.tokens.get(i) if self.reuse_tokens else None  # naive: every window
+                if cached is None and self.substitute_ns and self.reuse_tokens:
                     cached = self._nearest_encoded(entries[i].capture_ns, taken)
                 if cached is None:  # not predicted: encode on demand, once
                     t = time.perf_counter()
                     value = rec.encode(entries[i].crop[None])[0]
                     encode_ms += (time.perf_counter() - t) * 1e3
-                    self.tokens.insert(entries[i].capture_ns, i, value)
+                    if self.reuse_tokens:
+                        self.tokens.insert(entries[i].capture_ns, i, value)
                     self.counts["encoded_on_demand"] += 1
                 else:
                     value = cached.value  # tokens, or a Future while the encoder works
@@ -723,6 +725,7 @@ class StreamOptions:
     save_video: str | None = None
     show: bool = False
     triton: str | None = None  # run the stages on this Triton server (http:// or grpc://)
+    naive: bool = False  # the bench's baseline: whole-window forward per window, nothing reused
     source_options: dict = field(default_factory=dict)  # open_source's: stall_s, reconnect
 
 
@@ -797,7 +800,7 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
     try:
         recognizer = Recognizer(options.bundle, publisher, options.precision, options.device,
                                 options.threads, smoothing=options.smoothing,
-                                triton=options.triton)
+                                triton=options.triton, segment_cache=not options.naive)
         if options.save_video or options.show:
             overlay = Overlay(options.save_video, options.show, recognizer.layout, 30.0)
         workers = []
@@ -809,6 +812,8 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         frame_sink=overlay, max_frames=options.max_frames,
                                         silence_report_s=options.silence_report_s,
                                         **options.source_options))
+        for w in workers:
+            w.reuse_tokens = not options.naive
         if overlay is not None:
             overlay.fps = workers[0].source.fps or 30.0
         if on_ready is not None:  # before any event: a subscriber can connect first
