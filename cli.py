@@ -457,7 +457,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
         curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
-        span_s=args.span, realtime=args.realtime, events_log=args.events_log,
+        span_s=args.span, realtime=args.realtime, events_log=args.events_log, sampling=args.sampling,
         heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
         smoothing=smoothing_for(args.bundle, window=args.smooth_windows, start_threshold=args.start_threshold,
                                 end_threshold=args.end_threshold, min_duration_s=args.min_duration),
@@ -543,6 +543,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=int, help="frames between windows (default: the bundle's tuned hop "
                                            "from eval-online --tune, else span / RGB frames)")
     p.add_argument("--span", type=float, help="seconds a window covers (default: the bundle's)")
+    p.add_argument("--sampling", choices=("frames", "grid"), default="frames",
+                   help="grid: windows on a sampling grid fixed in stream time, pose estimated only "
+                        "on the frames windows sample (default frames: sampled from the frames there)")
     p.add_argument("--realtime", action="store_true", help="pace a file at its frame rate")
     p.add_argument("--events-log", help="also append every event to this JSONL file")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")

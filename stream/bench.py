@@ -58,6 +58,8 @@ class BenchConfig:
     threads: int = 1
     name: str = ""
     sample_s: float = 1.0
+    sampling: str = "grid"
+    """``grid`` (ours: pose only on sampled frames) or ``frames`` (pose on every frame)."""
     naive: bool = False
     """The naive baseline: every window re-runs its whole forward (all its RGB frames
     through the visual stage, the whole-window 3D CNN, the head); nothing is reused."""
@@ -180,7 +182,7 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
                                 publish="tcp://127.0.0.1:*", pose=config.pose,
                                 precision=config.precision, threads=config.threads, hop=config.hop,
                                 realtime=True, events_log=str(log), publish_windows=True,
-                                naive=config.naive)
+                                naive=config.naive, sampling=config.sampling)
         stop = threading.Event()
         samples: list[dict] = []
         workers_box: list = []
@@ -232,6 +234,7 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "providers": summary["providers"], "seconds": round(wall, 2),
         "frames": {"captured": stream["frames_captured"], "processed": stream["frames_processed"],
                    "dropped": dropped, "encoded": stream["frames_encoded"],
+                   "posed": stream["frames_processed"] - stream.get("pose_skipped", 0),
                    "fps_processed": round(stream["frames_processed"] / max(wall, 1e-9), 2)},
         "naive": config.naive,
         "pose_segments": {"computed": stream.get("pose_segments_computed", 0),
@@ -330,7 +333,7 @@ def run_bench(bundle: str | None = None, source: str | None = None, precisions=N
     if naive:
         configs.append(BenchConfig(bundle=str(bundle), source=str(source), precision=main, pose=pose,
                                    duration_s=duration_s, hop=hop, threads=threads,
-                                   name=f"{main}-naive", naive=True))
+                                   name=f"{main}-naive", naive=True, sampling="frames"))
     stages = None
     if rates:
         from microgesture.stream.segments import pose_stages
@@ -404,6 +407,9 @@ def format_report(report: dict[str, Any]) -> str:
             ("frames captured", *[r["frames"]["captured"] for r in res]),
             ("frames dropped", *[r["frames"]["dropped"] for r in res]),
             ("frames processed per s", *[r["frames"]["fps_processed"] for r in res]),
+            ("frames with pose estimated", *[r["frames"].get("posed", "-") for r in res]),
+            ("frames encoded (visual)", *[r["frames"]["encoded"] for r in res]),
+            ("pose segments computed", *[r.get("pose_segments", {}).get("computed", "-") for r in res]),
             ("windows run", *[r["windows"]["run"] for r in res]),
             ("windows skipped", *[r["windows"]["skipped"] for r in res]),
             ("latency p50 ms", *[r["latency_ms"]["total"]["p50"] for r in res]),

@@ -184,3 +184,60 @@ class GridScheduler:
         for s in [s for s in self._frames if s < keep_from]:
             del self._frames[s]
         return window
+
+
+class GridStreamScheduler:
+    """:class:`GridScheduler` behind the interface the pipeline uses with
+    ``stream.scheduler.WindowScheduler`` (``add``, ``due``, ``skip_to_latest``, ``select``,
+    ``reset``, ``stats``), plus what the grid adds: :meth:`wants_pose` (the pose thread asks
+    before estimating) and :meth:`tick` (a frame the grid does not sample: it moves time
+    on, nothing is kept). After :meth:`reset` the next frame starts a new grid."""
+
+    def __init__(self, span_frames: int, rgb_frames: int, pose_frames: int,
+                 hop_frames: int | None, fps: float):
+        self.grid = SamplingGrid(span_frames, rgb_frames, pose_frames, hop_frames)
+        self.fps = fps
+        self._sched = GridScheduler(self.grid, fps)
+        self._frames = self._windows = self._resets = self._predicted = 0
+        self._skipped = self._ticks = 0
+
+    def wants_pose(self, capture_ns: int) -> bool:
+        return self._sched.wants_pose(capture_ns)
+
+    def add(self, frame_id: int, capture_ns: int) -> bool:
+        self._frames += 1
+        predicted = self._sched.add(frame_id, capture_ns)
+        self._predicted += predicted
+        return predicted
+
+    def tick(self, frame_id: int, capture_ns: int) -> None:
+        """A frame no window samples arrived: time moves on (windows may become due)."""
+        self._frames += 1
+        self._ticks += 1
+        s = self._sched.slot(capture_ns)
+        self._sched._last_slot = max(self._sched._last_slot, s)
+
+    def pending(self) -> int:
+        return self._sched.pending()
+
+    def due(self) -> bool:
+        return self._sched.due()
+
+    def skip_to_latest(self) -> int:
+        skipped = self._sched.skip_to_latest()
+        self._skipped += skipped
+        return skipped
+
+    def select(self) -> GridWindow:
+        self._windows += 1
+        return self._sched.select()
+
+    def reset(self) -> None:
+        self._resets += 1
+        self._sched = GridScheduler(self.grid, self.fps)
+
+    def stats(self):
+        from microgesture.stream.scheduler import SchedulerStats
+
+        return SchedulerStats(self._frames, self._windows, self._skipped, self._resets,
+                              self._predicted, self._predicted, self._sched.substituted, 0)

@@ -55,6 +55,7 @@ from microgesture.stream.events import EventPublisher, GestureSmoother, WindowIn
 from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
+from microgesture.stream.grid import GridStreamScheduler
 from microgesture.stream.segments import SegmentCache, pose_stages, segment_pose
 from microgesture.stream.silence import SilenceWatch
 from microgesture.stream.sources import Frame, SourceStatus, open_source
@@ -370,7 +371,7 @@ class StreamWorker:
                  pose: str = "mediapipe", realtime: bool = False, hop: int | None = None,
                  span_s: float | None = None, publish_windows: bool = False,
                  frame_sink=None, max_frames: int | None = None, silence_report_s: float = 60.0,
-                 **source_options):
+                 sampling: str = "frames", **source_options):
         self.rec = recognizer
         win = recognizer.window
         self.source = open_source(source_spec, stream_id=stream_id or event_stream_id(source_spec),
@@ -383,9 +384,17 @@ class StreamWorker:
         span_frames = max(win["rgb_frames"], round(span_ns * fps / 1e9))
         if not hop and recognizer.tuned_hop_s:
             hop = max(1, round(recognizer.tuned_hop_s * fps))
-        self.scheduler = WindowScheduler(
-            span_ns, win["rgb_frames"], win["pose_frames"],
-            hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
+        if sampling not in ("frames", "grid"):
+            self.source.stop()
+            raise MicrogestureError(f"sampling must be 'frames' or 'grid', got {sampling!r}")
+        if sampling == "grid":  # a grid fixed in stream time; pose only on sampled frames
+            self.scheduler = GridStreamScheduler(span_frames, win["rgb_frames"], win["pose_frames"],
+                                                 hop, fps)
+        else:
+            self.scheduler = WindowScheduler(
+                span_ns, win["rgb_frames"], win["pose_frames"],
+                hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
+        self._last_pose: tuple | None = None
         try:
             self.estimator = _Estimator(pose, recognizer.layout)
         except BaseException:  # the source's capture thread is running: stop it first
@@ -461,7 +470,11 @@ class StreamWorker:
                         break
                     continue
                 t0 = time.perf_counter()
-                kp, sc = self.estimator(item)
+                if isinstance(self.scheduler, GridStreamScheduler) and \
+                        not self.scheduler.wants_pose(item.capture_ns):
+                    kp = sc = None  # no window samples this frame (stream.grid)
+                else:
+                    kp, sc = self.estimator(item)
                 if not self._hand_over((item, kp, sc, (time.perf_counter() - t0) * 1e3)):
                     break
                 frames += 1
@@ -532,6 +545,15 @@ class StreamWorker:
 
     def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
+        if kp is None:  # the grid samples nothing here: no pose, heatmap, crop or ring entry
+            self.counts["frames"] += 1
+            self.counts["pose_skipped"] += 1
+            self.scheduler.tick(frame.frame_id, frame.capture_ns)
+            if self.frame_sink is not None and self._last_pose is not None:
+                self.frame_sink(self, frame, *self._last_pose)
+            self._run_due()
+            return
+        self._last_pose = (kp, sc)
         self.counts["frames"] += 1
         self.silence.frame(frame.capture_ns, bool((sc > 0).any()))
         image = frame.image
@@ -553,6 +575,9 @@ class StreamWorker:
             self.counts["encoded"] += 1
         if self.frame_sink is not None:
             self.frame_sink(self, frame, kp, sc)
+        self._run_due()
+
+    def _run_due(self) -> None:
         if self.scheduler.due():
             if self.live:
                 skipped = self.scheduler.skip_to_latest()
@@ -688,6 +713,7 @@ class StreamWorker:
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "rgb_substituted": self.counts["rgb_substituted"],
                 "encodes_skipped": self.counts["encodes_skipped"],
+                "pose_skipped": self.counts["pose_skipped"],
                 "windows_no_person": self.counts["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
                 **self.segments.stats(),
@@ -726,6 +752,7 @@ class StreamOptions:
     show: bool = False
     triton: str | None = None  # run the stages on this Triton server (http:// or grpc://)
     naive: bool = False  # the bench's baseline: whole-window forward per window, nothing reused
+    sampling: str = "frames"  # "grid": windows on a grid fixed in stream time (stream.grid)
     source_options: dict = field(default_factory=dict)  # open_source's: stall_s, reconnect
 
 
@@ -811,7 +838,7 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         publish_windows=options.publish_windows,
                                         frame_sink=overlay, max_frames=options.max_frames,
                                         silence_report_s=options.silence_report_s,
-                                        **options.source_options))
+                                        sampling=options.sampling, **options.source_options))
         for w in workers:
             w.reuse_tokens = not options.naive
         if overlay is not None:

@@ -37,6 +37,9 @@ def test_bench_compares_precisions_and_writes_json_and_png(long_video, tmp_path)
     # the demo bundle (strided windows) has no segment stage: both run the whole-window CNN,
     # but only the naive run encodes every window's RGB frames anew
     assert naive["frames"]["encoded"] > ours["frames"]["encoded"]
+    # ours samples on the grid: pose only on the frames windows sample; the naive run on all
+    assert naive["frames"]["posed"] == naive["frames"]["processed"]
+    assert ours["frames"]["posed"] < 0.75 * ours["frames"]["processed"]
     assert report["span_s"] > 0 and report["throughput_fps"] == ours["frames"]["fps_processed"]
     assert report["naive_cpu_cores"] == naive["cpu"]["cores_busy"]
     assert set(report["event_latency_ms"]) == {"p50", "p90", "p99"}

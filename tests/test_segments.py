@@ -188,3 +188,45 @@ def test_streaming_with_cached_segments_equals_the_whole_window_stage(stream_inp
     windows, r = len(cached), worker.rec.window["rgb_frames"]
     assert stats["pose_segments_computed"] + stats["pose_segments_reused"] == windows * r
     assert stats["pose_segments_computed"] <= r + windows - 1 + 2  # one new segment a window
+
+
+def test_grid_sampling_streams_what_evaluation_samples_with_pose_only_where_sampled(stream_inputs):
+    """sampling="grid": windows sample the frames evaluation samples from the same frames,
+    pose runs only on sampled frames, and the scores equal PyTorch's whole-window forward."""
+    from microgesture.core.checkpoint import load_checkpoint
+    from microgesture.core.preprocess import normalize_frames
+    from microgesture.core.sampling import sample_clip
+    from microgesture.stream.pipeline import StreamOptions, run_stream
+
+    bundle, video, skeleton = stream_inputs
+    holder, infos = {}, []
+    summary = run_stream(StreamOptions(bundle=str(bundle), sources=[str(video)], stream_ids=["cam0"],
+                                       publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                                       precision="fp32", span_s=32 / 15, sampling="grid"),
+                         on_ready=lambda address, workers: holder.update(workers=workers))
+    worker = holder["workers"][0]
+    s = summary["streams"]["cam0"]
+    span, hop = 32, 32 // 4
+    assert s["windows_run"] == (s["frames_processed"] - span) // hop + 1
+    rgb_eval, pose_eval = sample_clip(span, 4, 8, train=False)
+    sampled = set()
+    for w in range(s["windows_run"]):
+        sampled |= {w * hop + int(i) for i in rgb_eval} | {w * hop + int(i) for i in pose_eval}
+    # pose (and heatmaps) only on frames some window samples
+    assert s["frames_processed"] - s["pose_skipped"] <= len(sampled) + span
+    assert s["pose_skipped"] >= s["frames_processed"] // 2
+    scores, info = worker.last_scores
+    first = info.index * hop
+    assert info.frame_ids == tuple(first + int(i) for i in rgb_eval)
+    assert info.pose_frame_ids == tuple(first + int(i) for i in pose_eval)
+    entries = {e.frame_id: e.value for e in worker.frames.entries()}
+    frames = normalize_frames(np.stack([entries[i].crop for i in info.frame_ids]),
+                              worker.rec.mean, worker.rec.std)
+    heatmaps = np.stack([entries[i].heatmap for i in info.pose_frame_ids], 1)
+    joints = np.stack([entries[i].joints for i in info.frame_ids])
+    model, _ = load_checkpoint(bundle.parent / "tiny.safetensors")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frames)[None], torch.from_numpy(heatmaps)[None],
+                       torch.from_numpy(joints)[None]).numpy()[0]
+    expected = np.exp(logits - logits.max())
+    assert np.abs(expected / expected.sum() - scores).max() < 1e-4
