@@ -33,25 +33,17 @@ from dataclasses import dataclass
 
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.sampling import sample_clip
+from microgesture.stream.scheduler import SchedulerStats, Window
 
 
 @dataclass(frozen=True)
-class GridWindow:
-    """Window ``index``: slots ``[first_slot, first_slot + span_frames)``; ``rgb_ids`` /
-    ``pose_ids`` the frame ids sampled (time order), ``substituted`` how many sampled slots
-    had no frame and took the nearest one, ``skipped`` windows dropped just before it."""
+class GridWindow(Window):
+    """A :class:`stream.scheduler.Window` on the grid: window ``index`` covers slots
+    ``[first_slot, first_slot + span_frames)``; ``substituted``: sampled slots that had no
+    frame and took the nearest one."""
 
-    index: int
-    first_slot: int
-    rgb_ids: tuple[int, ...]
-    pose_ids: tuple[int, ...]
-    start_ns: int
-    end_ns: int
-    last_frame_id: int
-    last_capture_ns: int
-    num_frames: int
+    first_slot: int = 0
     substituted: int = 0
-    skipped: int = 0
 
 
 class SamplingGrid:
@@ -175,8 +167,9 @@ class GridScheduler:
         pose = tuple(frame_at(s) for s in pose_slots)
         last = self._frames[present[-1]]
         start = self._frames[present[0]]
-        window = GridWindow(index, first, rgb, pose, start[1], last[1], last[0], last[1],
-                            len(present), substituted, self._skipped_pending)
+        window = GridWindow(rgb, pose, start[1], last[1], last[0], last[1], index=index,
+                            skipped=self._skipped_pending, num_frames=len(present),
+                            first_slot=first, substituted=substituted)
         self.substituted += substituted
         self._skipped_pending = 0
         self._next += 1
@@ -236,8 +229,6 @@ class GridStreamScheduler:
         self._resets += 1
         self._sched = GridScheduler(self.grid, self.fps)
 
-    def stats(self):
-        from microgesture.stream.scheduler import SchedulerStats
-
+    def stats(self) -> SchedulerStats:
         return SchedulerStats(self._frames, self._windows, self._skipped, self._resets,
                               self._predicted, self._predicted, self._sched.substituted, 0)
