@@ -170,7 +170,7 @@ class _WindowJob:
     queued_ns: int
     latency: dict[str, float]
     tokens: list | None = None  # per RGB frame: tokens, or a Future of (tokens, encode ms)
-    segments: list | None = None  # per RGB frame: its pose segment's key (stream.segments)
+    segments: Any = None  # a stream.segments.SegmentJob: the window's pose segments, cached or new
 
     def resolve_tokens(self) -> None:
         """Wait for the frames still being encoded and stack the window's tokens."""
