@@ -490,7 +490,7 @@ def run_export(args: argparse.Namespace) -> int:
     formats = tuple(f for f in args.formats.split(",") if f)
     summary = export_bundle(args.run, args.out, formats=formats, verify=not args.no_verify,
                             data=args.data, calibration_clips=args.calibration_clips,
-                            opset=args.opset, progress=not args.quiet)
+                            opset=args.opset, progress=not args.quiet, span_s=args.span)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -509,6 +509,9 @@ def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-clips", type=int, default=16,
                    help="clips used to calibrate static int8")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--span", type=float,
+                   help="seconds a streamed window covers (default: the training clips' median, "
+                        "else 2.67, the synthetic set's median clip)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -535,7 +538,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         publish=args.publish, allow_remote=args.allow_remote, pose=args.pose,
         curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
         precision=args.precision, device=args.device, threads=args.threads, hop=args.hop,
-        span_s=args.span, realtime=args.realtime, events_log=args.events_log,
+        span_s=args.span, realtime=args.realtime, events_log=args.events_log, sampling=args.sampling,
         heartbeat_s=args.heartbeat, publish_windows=args.publish_windows,
         smoothing=smoothing_for(args.bundle, window=args.smooth_windows, start_threshold=args.start_threshold,
                                 end_threshold=args.end_threshold, min_duration_s=args.min_duration),
@@ -622,6 +625,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=int, help="frames between windows (default: the bundle's tuned hop "
                                            "from eval-online --tune, else span / RGB frames)")
     p.add_argument("--span", type=float, help="seconds a window covers (default: the bundle's)")
+    p.add_argument("--sampling", choices=("frames", "grid"), default="frames",
+                   help="grid: windows on a sampling grid fixed in stream time, pose estimated only "
+                        "on the frames windows sample (default frames: sampled from the frames there)")
     p.add_argument("--realtime", action="store_true", help="pace a file at its frame rate")
     p.add_argument("--events-log", help="also append every event to this JSONL file")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
@@ -759,7 +765,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     (source,) = _with_credentials(args, [args.source])
     report = run_bench(bundle=args.bundle, source=source, precisions=precisions, pose=args.pose,
                        duration_s=args.duration, size=args.size, fps=args.fps, hop=args.hop,
-                       threads=args.threads, out=args.out, progress=not args.quiet)
+                       threads=args.threads, out=args.out, progress=not args.quiet,
+                       naive=not args.no_naive)
     print(format_report(report))
     if args.json:
         slim = {**report, "results": [{k: v for k, v in r.items()
@@ -784,6 +791,8 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per inference session")
     p.add_argument("--out", default="bench-results", help="folder for bench.json and bench.png")
     p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    p.add_argument("--no-naive", action="store_true",
+                   help="skip the naive baseline (whole-window forward per window, nothing reused)")
     _credentials_options(p)
     p.add_argument("--quiet", action="store_true")
 

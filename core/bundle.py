@@ -5,6 +5,8 @@ BUNDLE/
   manifest.json          what is here (schema below), with each file's sha256
   visual.onnx            per-frame stage:  frames (N, 3, S, S)             -> tokens (N, 1 + patches, D)
   pose.onnx              per-window stage: heatmaps (B, V, P, H, W)         -> pose (B, R, D)
+  pose_segment.onnx      per-segment stage (pose.windows "segments" only):
+                         heatmaps (B, V, P/R, H, W) -> pose (B, D), one RGB frame's segment
   head.onnx              per-window stage: tokens (B, R, 1 + patches, D), pose (B, R, D),
                                            joints (B, R, V, 3)              -> logits (B, C)
   <stage>.int8.onnx      quantized variants; <stage>.<precision>.engine TensorRT engines
@@ -63,7 +65,7 @@ from microgesture.core.paths import atomic_write
 FORMAT = "microgesture-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-STAGE_ROLES = ("per-frame", "per-window")
+STAGE_ROLES = ("per-frame", "per-window", "per-segment")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -77,12 +77,21 @@ class SkeletonEncoder3D(nn.Module):
             _, v, p, h, w = heatmaps.shape
             r = self.windows
             x = heatmaps.reshape(-1, v, r, p // r, h, w).transpose(1, 2).reshape(-1, v, p // r, h, w)
-            x = self.stages(x).mean(dim=(2, 3, 4)).reshape(-1, r, self.proj.in_features)  # (B, R, C)
-            return self.proj(x)
+            return self.encode_segment(x).reshape(-1, r, self.proj.out_features)
         x = self.stages(heatmaps).mean(dim=(3, 4))  # (B, C, T')
         if x.shape[-1] != self.windows:
             x = nn.functional.adaptive_avg_pool1d(x, self.windows)
         return self.proj(x.transpose(1, 2))  # (B, R, D)
+
+    def encode_segment(self, segments: Tensor) -> Tensor:
+        """One segment of P/R pose frames (N, V, P/R, H, W) -> its feature (N, D) (``segments``
+        only). A segment's feature depends on its own frames alone, so streaming computes
+        it once, when the segment's last pose frame has arrived, and every window that
+        holds the segment reuses it: ``forward`` is these features stacked in time order."""
+        if not self.segments:
+            raise ValueError("encode_segment needs pose.windows='segments' (a 'strided' encoder "
+                             "mixes neighbouring segments)")
+        return self.proj(self.stages(segments).mean(dim=(2, 3, 4)))
 
 
 class ClipMG(nn.Module):
@@ -134,6 +143,12 @@ class ClipMG(nn.Module):
     def encode_pose(self, heatmaps: Tensor) -> Tensor:
         """Per-window stage: heatmaps (B, V, P, H, W) -> pose features (B, R, D)."""
         return self.pose_encoder(heatmaps)
+
+    def encode_pose_segment(self, segments: Tensor) -> Tensor:
+        """Per-segment stage (``pose.windows="segments"``): the heatmaps of one segment of
+        P/R pose frames (N, V, P/R, H, W) -> its pose feature (N, D); ``encode_pose`` of a
+        window equals its R segments' features stacked (B, R, D)."""
+        return self.pose_encoder.encode_segment(segments)
 
     def relevance(self, joints: Tensor) -> Tensor:
         """Patch relevance (B, R, patches) from joints (B, R, V, 3); sums to 1 over

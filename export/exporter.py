@@ -41,6 +41,10 @@ CHECKPOINT = "best.safetensors"
 RUN_FILE = "run.json"
 DEFAULT_FPS = 30.0
 VERIFY_CLIPS = 8
+DEFAULT_SPAN_S = 2.67
+"""The window span of a bundle made without a dataset (``--span`` overrides it): our
+synthetic set's median clip (80 frames at 30 fps); iMiGUE's clips average 2.55 s. A
+window is sampled over a whole gesture, never a silent ``pose_frames / fps``."""
 
 
 # ----------------------------------------------------------------------------- formats
@@ -271,7 +275,8 @@ def _window_summary(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- the command
 
 def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=None,
-                  calibration_clips=16, opset=18, progress=True) -> dict[str, Any]:
+                  calibration_clips=16, opset=18, progress=True,
+                  span_s: float | None = None) -> dict[str, Any]:
     """Export a run folder or checkpoint to the bundle folder ``out``; returns a summary.
 
     ``formats``: names of :data:`FORMATS` (a sequence or ``"onnx,int8"``).
@@ -279,7 +284,8 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
     and fail when it is outside tolerance. ``data``: a dataset folder for real
     verification and calibration clips (default: the run's training data, if it
     still exists). ``calibration_clips``: int8 calibration windows.
-    ``progress``: progress lines on stderr.
+    ``progress``: progress lines on stderr. ``span_s``: the seconds a streamed window
+    covers (default: the training clips' median length, else :data:`DEFAULT_SPAN_S`).
     """
     # ---- everything that can be checked before work starts
     wanted = parse_formats(formats)
@@ -288,6 +294,9 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
         raise MicrogestureError(f"--opset must be an integer from 13 to 23, got {opset!r}")
     if not isinstance(calibration_clips, int) or calibration_clips < 1:
         raise MicrogestureError(f"calibration_clips must be a positive integer, got {calibration_clips!r}")
+    if span_s is not None and not (isinstance(span_s, (int, float)) and 0.1 <= span_s <= 60):
+        raise MicrogestureError(f"--span must be the seconds a window covers, from 0.1 to 60, "
+                                f"got {span_s!r}")
     checkpoint, run_info = resolve_source(run_or_checkpoint)
     if data is not None:
         data = Path(os.fspath(data))
@@ -319,7 +328,7 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         summary = _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_subjects,
-                         calibration_clips, opset, fps, fps_source, say, preprocessing(cfg))
+                         calibration_clips, opset, fps, fps_source, say, preprocessing(cfg), span_s)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -331,7 +340,7 @@ def export_bundle(run_or_checkpoint, out, formats=("onnx",), verify=True, data=N
 
 
 def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_subjects,
-           calibration_clips, opset, fps, fps_source, say, prep) -> dict[str, Any]:
+           calibration_clips, opset, fps, fps_source, say, prep, span_s=None) -> dict[str, Any]:
     from microgesture.export.onnx_export import export_onnx
     from microgesture.export.verify import VerificationError, load_clips, synthetic_windows, verify_bundle
 
@@ -403,10 +412,12 @@ def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_su
     if run_info is not None:
         source["run"] = str(checkpoint.parent.absolute())
     # A window is sampled over a whole training clip, so it spans a typical clip
-    if clips_info.get("median_clip_frames"):
+    if span_s is not None:
+        span, span_source = float(span_s), "given (--span)"
+    elif clips_info.get("median_clip_frames"):
         span, span_source = clips_info["median_clip_frames"] / fps, "median training clip"
     else:
-        span, span_source = cfg.pose_frames / fps, "pose_frames / fps (no clip lengths known)"
+        span, span_source = DEFAULT_SPAN_S, "default: the synthetic set's median clip (no clip lengths known)"
     manifest = {
         "model": {"name": cfg.name, "arch": cfg.arch, "config": cfg.to_dict()},
         "labels": list(cfg.labels),

@@ -4,6 +4,11 @@ A model is exported as the stages streaming runs (``core/bundle.py``):
 
 - ``visual`` (per frame): ``frames (batch, 3, S, S) -> tokens (batch, 1 + patches, D)``
 - ``pose`` (per window): ``heatmaps (batch, V, P, H, W) -> pose (batch, R, D)``
+- ``pose_segment`` (per segment, models with ``pose.windows="segments"`` only):
+  ``heatmaps (batch, V, P/R, H, W) -> pose (batch, D)``: one RGB frame's segment of
+  pose frames; streaming runs it once per segment and stacks a window's R features,
+  which equals ``pose`` on the whole window (``pose`` stays in the bundle: the
+  verification and runtimes without a segment cache use it)
 - ``head`` (per window): ``tokens (batch, R, 1 + patches, D)``, ``pose (batch, R, D)``,
   ``joints (batch, R, V, 3) -> logits (batch, C)``
 
@@ -42,8 +47,9 @@ from microgesture.core.models import example_inputs
 
 BATCH = "batch"
 MAX_BATCH = 4096
-STAGE_ORDER = ("visual", "pose", "head")
-ROLES = {"visual": "per-frame", "pose": "per-window", "head": "per-window"}
+STAGE_ORDER = ("visual", "pose", "pose_segment", "head")
+ROLES = {"visual": "per-frame", "pose": "per-window", "pose_segment": "per-segment",
+         "head": "per-window"}
 
 
 # ----------------------------------------------------------------------------- stage wrappers
@@ -77,6 +83,29 @@ class PoseStage(_Stage):
 
     def forward(self, heatmaps: Tensor) -> Tensor:
         return self.model.encode_pose(heatmaps)
+
+
+class PoseSegmentStage(_Stage):
+    """Per segment: ``heatmaps (N, V, P/R, H, W) -> pose (N, D)``."""
+
+    input_names = ("heatmaps",)
+    output_names = ("pose",)
+
+    def forward(self, heatmaps: Tensor) -> Tensor:
+        return self.model.encode_pose_segment(heatmaps)
+
+
+def has_segments(model: nn.Module) -> bool:
+    """True when the model's pose features come per segment (``pose.windows="segments"``)."""
+    return bool(model.use_pose and getattr(model.pose_encoder, "segments", False))
+
+
+def window_segments(heatmaps, rgb_frames: int):
+    """A window's heatmaps (B, V, P, H, W) cut into its segments (B * R, V, P/R, H, W), in
+    window-major, time order (works on tensors and numpy arrays)."""
+    b, v, p, h, w = heatmaps.shape
+    x = heatmaps.reshape(b, v, rgb_frames, p // rgb_frames, h, w).swapaxes(1, 2)
+    return x.reshape(b * rgb_frames, v, p // rgb_frames, h, w)
 
 
 class HeadStage(_Stage):
@@ -113,6 +142,8 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
         stages["visual"] = VisualStage(model)
     if model.use_pose:
         stages["pose"] = PoseStage(model)
+    if has_segments(model):
+        stages["pose_segment"] = PoseSegmentStage(model)
     stages["head"] = HeadStage(model)
     return {k: v.eval() for k, v in stages.items()}
 
@@ -132,6 +163,8 @@ def stage_examples(model: nn.Module, batch: int = 2, seed: int = 0) -> dict[str,
     if model.use_pose:
         out["pose"] = {"heatmaps": window["heatmaps"]}
         head["pose"] = model.encode_pose(window["heatmaps"])
+    if has_segments(model):  # two segments: the batch axis stays dynamic
+        out["pose_segment"] = {"heatmaps": window_segments(window["heatmaps"], cfg.rgb_frames)[:batch]}
     head["joints"] = window["joints"]
     out["head"] = {name: head[name] for name in head_inputs(model)}
     return out

@@ -37,7 +37,7 @@ import numpy as np
 from microgesture.core.errors import MicrogestureError
 
 DYNAMIC_OPS = ("MatMul", "Gemm")
-METHODS = {"visual": "dynamic", "head": "dynamic", "pose": "static-qdq"}
+METHODS = {"visual": "dynamic", "head": "dynamic", "pose": "static-qdq", "pose_segment": "static-qdq"}
 
 
 def _require_quantization():
@@ -190,7 +190,8 @@ def quantize_stages(bundle_dir: str | Path, stages: dict[str, dict[str, Any]],
             log(f"quantizing the {name} stage to int8 ({method})")
         try:
             if method == "static-qdq":
-                info = quantize_static_stage(src, dst, calibration_heatmaps, next(iter(stage["inputs"])))
+                info = quantize_static_stage(src, dst, _stage_calibration(stage, calibration_heatmaps),
+                                             next(iter(stage["inputs"])))
             else:
                 info = quantize_dynamic_stage(src, dst)
         except MicrogestureError:
@@ -204,6 +205,17 @@ def quantize_stages(bundle_dir: str | Path, stages: dict[str, dict[str, Any]],
         stage["files"]["int8"] = dst.name
         stage.setdefault("quantization", {})["int8"] = info
     return stages
+
+
+def _stage_calibration(stage: dict[str, Any], heatmaps: np.ndarray | None) -> np.ndarray | None:
+    """The calibration inputs of a static stage: the windows' heatmaps (N, V, P, H, W), or for
+    a per-segment stage the same windows cut into their segments (N * P/F, V, F, H, W)."""
+    if heatmaps is None or stage.get("role") != "per-segment":
+        return heatmaps
+    n, v, p, h, w = heatmaps.shape
+    f = int(next(iter(stage["inputs"].values()))["shape"][2])
+    x = np.asarray(heatmaps).reshape(n, v, p // f, f, h, w).transpose(0, 2, 1, 3, 4, 5)
+    return np.ascontiguousarray(x.reshape(n * (p // f), v, f, h, w))
 
 
 def count_ops(path: str | Path) -> dict[str, int]:

@@ -316,6 +316,12 @@ def _chain(model: nn.Module, sessions: dict[str, Any], window: Mapping[str, torc
         got = _run_ort(sessions["pose"], {"heatmaps": heatmaps})
         per_stage["pose"] = (ref, got)
         ref_out["pose"], ort_out["pose"] = ref, got
+    if "pose_segment" in sessions:  # the window's segments one by one, against the whole window
+        from microgesture.export.onnx_export import window_segments
+
+        ref = torch_out("pose", model.encode_pose, {"heatmaps": heatmaps})
+        got = _run_ort(sessions["pose_segment"], {"heatmaps": window_segments(heatmaps, r)})
+        per_stage["pose_segment"] = (ref.reshape(b * r, -1), got)
     ref_out["joints"] = ort_out["joints"] = joints.numpy()
     names = head_inputs(model)
     head_ref_inputs = {n: ref_out[n] for n in names}

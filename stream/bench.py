@@ -58,6 +58,11 @@ class BenchConfig:
     threads: int = 1
     name: str = ""
     sample_s: float = 1.0
+    sampling: str = "grid"
+    """``grid`` (ours: pose only on sampled frames) or ``frames`` (pose on every frame)."""
+    naive: bool = False
+    """The naive baseline: every window re-runs its whole forward (all its RGB frames
+    through the visual stage, the whole-window 3D CNN, the head); nothing is reused."""
 
 
 # --------------------------------------------------------------------------- the source
@@ -176,7 +181,8 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         options = StreamOptions(bundle=config.bundle, sources=[config.source], stream_ids=["bench"],
                                 publish="tcp://127.0.0.1:*", pose=config.pose,
                                 precision=config.precision, threads=config.threads, hop=config.hop,
-                                realtime=True, events_log=str(log), publish_windows=True)
+                                realtime=True, events_log=str(log), publish_windows=True,
+                                naive=config.naive, sampling=config.sampling)
         stop = threading.Event()
         samples: list[dict] = []
         workers_box: list = []
@@ -228,7 +234,11 @@ def run_config(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "providers": summary["providers"], "seconds": round(wall, 2),
         "frames": {"captured": stream["frames_captured"], "processed": stream["frames_processed"],
                    "dropped": dropped, "encoded": stream["frames_encoded"],
+                   "posed": stream["frames_processed"] - stream.get("pose_skipped", 0),
                    "fps_processed": round(stream["frames_processed"] / max(wall, 1e-9), 2)},
+        "naive": config.naive,
+        "pose_segments": {"computed": stream.get("pose_segments_computed", 0),
+                          "reused": stream.get("pose_segments_reused", 0)},
         "windows": {"run": stream["windows_run"], "skipped": skipped,
                     "per_s": round(stream["windows_run"] / max(wall, 1e-9), 2)},
         "realtime": dropped == 0 and skipped == 0,
@@ -279,9 +289,13 @@ def run_isolated(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
 def run_bench(bundle: str | None = None, source: str | None = None, precisions=None,
               pose: str = "mediapipe", duration_s: float = 60.0, size=None, fps: float | None = None,
               hop: int | None = None, threads: int = 1, out: str | None = None,
-              progress: bool = True, isolate: bool = True) -> dict[str, Any]:
+              progress: bool = True, isolate: bool = True, naive: bool = True,
+              rates: bool = True) -> dict[str, Any]:
     """Benchmark ``precisions`` of ``bundle`` side by side on ``source``; writes
-    ``bench.json`` and ``bench.png`` into ``out`` (when given) and returns the report."""
+    ``bench.json`` and ``bench.png`` into ``out`` (when given) and returns the report.
+    ``naive``: also run the last precision as the naive baseline (``BenchConfig.naive``).
+    ``rates``: measure each stage's GFLOP/s against the matmul ceiling first
+    (``stream.stage_rates``)."""
     from microgesture.core.bundle import read_manifest, stage_precisions
     from microgesture.stream.sources import parse_spec
 
@@ -315,12 +329,29 @@ def run_bench(bundle: str | None = None, source: str | None = None, precisions=N
                                 "streamed as it comes")
     configs = [BenchConfig(bundle=str(bundle), source=str(source), precision=p, pose=pose,
                            duration_s=duration_s, hop=hop, threads=threads, name=p) for p in wanted]
+    main = wanted[-1]  # int8 when there is one
+    if naive:
+        configs.append(BenchConfig(bundle=str(bundle), source=str(source), precision=main, pose=pose,
+                                   duration_s=duration_s, hop=hop, threads=threads,
+                                   name=f"{main}-naive", naive=True, sampling="frames"))
+    stages = None
+    if rates:
+        from microgesture.stream.segments import pose_stages
+        from microgesture.stream.stage_rates import matmul_ceiling, stage_rates
+
+        say("measuring the matmul ceiling and each stage alone (one thread, batch 1)")
+        ceiling = matmul_ceiling()
+        names = tuple(dict.fromkeys(pose_stages(manifest) + pose_stages(manifest, False)))
+        stages = {"matmul_ceiling_gflop_per_s": ceiling,
+                  **stage_rates(bundle, names, main, ceiling)}
     results = []
     for config in configs:
         say(f"configuration {config.name}: {config.precision} stages, {threads} thread(s) per session")
         results.append(run_isolated(config, progress) if isolate else run_config(config, progress))
     report = {"bundle": str(bundle), "model": manifest["model"]["name"], "source": redact(source),
-              "rendered_from": rendered,
+              "rendered_from": rendered, "span_s": manifest["window"]["span_s"],
+              "span_source": manifest["window"].get("span_source"),
+              **headline(results, main, stages),
               "pose": pose, "duration_s": duration_s, "hop": hop, "cpu_count": os.cpu_count(),
               "results": results, "baseline": wanted[0]}
     if out:
@@ -335,6 +366,56 @@ def run_bench(bundle: str | None = None, source: str | None = None, precisions=N
     return report
 
 
+def _model_cpu_s(result: dict[str, Any], stages: dict[str, Any] | None) -> float | None:
+    """Seconds of one core the model stages took per second of video, from the stage
+    counts of a run and each stage's isolated time."""
+    if not stages:
+        return None
+    ms = {k: v["ms"] for k, v in stages.items() if isinstance(v, dict) and "ms" in v}
+    windows = result["windows"]["run"]
+    total = result["frames"]["encoded"] * ms.get("visual", 0.0) + windows * ms.get("head", 0.0)
+    if result["naive"] or "pose_segment" not in ms:
+        total += windows * ms.get("pose", 0.0)
+    else:
+        total += result["pose_segments"]["computed"] * ms["pose_segment"]
+    return round(total / 1e3 / max(float(result["config"]["duration_s"]), 1e-9), 3)
+
+
+def _model_ms_per_window(result: dict[str, Any], stages: dict[str, Any] | None) -> float | None:
+    """Milliseconds of model stages one window costs (stage counts per window x isolated
+    times): what a run that keeps up pays per window, whether or not this run kept up."""
+    windows = result["windows"]["run"]
+    if not stages or not windows:
+        return None
+    ms = {k: v["ms"] for k, v in stages.items() if isinstance(v, dict) and "ms" in v}
+    total = result["frames"]["encoded"] / windows * ms.get("visual", 0.0) + ms.get("head", 0.0)
+    if result["naive"] or "pose_segment" not in ms:
+        total += ms.get("pose", 0.0)
+    else:
+        total += result["pose_segments"]["computed"] / windows * ms["pose_segment"]
+    return round(total, 1)
+
+
+def headline(results: list[dict[str, Any]], main: str, stages: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    """The report's top-level numbers: ours (``main`` precision) against the naive baseline."""
+    ours = next((r for r in results if r["name"] == main and not r["naive"]), None)
+    naive = next((r for r in results if r["naive"]), None)
+    out: dict[str, Any] = {"stages": stages}
+    if ours:
+        out.update(throughput_fps=ours["frames"]["fps_processed"], cpu_cores=ours["cpu"]["cores_busy"],
+                   event_latency_ms={k: ours["latency_ms"]["total"][k] for k in ("p50", "p90", "p99")},
+                   model_cpu_cores=_model_cpu_s(ours, stages),
+                   model_ms_per_window=_model_ms_per_window(ours, stages))
+    if naive:
+        out.update(naive_throughput_fps=naive["frames"]["fps_processed"],
+                   naive_cpu_cores=naive["cpu"]["cores_busy"],
+                   naive_event_latency_ms={k: naive["latency_ms"]["total"][k] for k in ("p50", "p90", "p99")},
+                   naive_model_cpu_cores=_model_cpu_s(naive, stages),
+                   naive_model_ms_per_window=_model_ms_per_window(naive, stages))
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     res = report["results"]
     rows = [("", *[r["name"] for r in res]),
@@ -343,6 +424,9 @@ def format_report(report: dict[str, Any]) -> str:
             ("frames captured", *[r["frames"]["captured"] for r in res]),
             ("frames dropped", *[r["frames"]["dropped"] for r in res]),
             ("frames processed per s", *[r["frames"]["fps_processed"] for r in res]),
+            ("frames with pose estimated", *[r["frames"].get("posed", "-") for r in res]),
+            ("frames encoded (visual)", *[r["frames"]["encoded"] for r in res]),
+            ("pose segments computed", *[r.get("pose_segments", {}).get("computed", "-") for r in res]),
             ("windows run", *[r["windows"]["run"] for r in res]),
             ("windows skipped", *[r["windows"]["skipped"] for r in res]),
             ("latency p50 ms", *[r["latency_ms"]["total"]["p50"] for r in res]),
@@ -362,10 +446,32 @@ def format_report(report: dict[str, Any]) -> str:
         r = report["rendered_from"]
         src = f"{Path(r['from']).name} rendered to {r['size'][0]}x{r['size'][1]} at {r['fps']:g} fps"
     lines = [f"{report['model']} on {src} ({report['pose']} pose, "
-             f"{report['duration_s']:g} s each, {report['cpu_count']} cores)"]
+             f"{report['duration_s']:g} s each, {report['cpu_count']} cores, window span "
+             f"{report.get('span_s', '?')} s)"]
     for r in rows:
         lines.append(f"{str(r[0]):<{width}}" + "".join(f"{str('-' if v is None else v):>{c}}"
                                                      for v, c in zip(r[1:], cols)))
+    stages = report.get("stages") or {}
+    ceiling = stages.get("matmul_ceiling_gflop_per_s")
+    if ceiling:
+        lines.append(f"each stage alone, one thread, batch 1 (matmul ceiling: fp32 {ceiling['fp32']} "
+                     f"GFLOP/s, int8 {ceiling['int8']} GOP/s):")
+        for name, s in stages.items():
+            if isinstance(s, dict) and "ms" in s:
+                lines.append(f"  {name:<13} {s['ms']:>8} ms  {s['gflop']:>8} GFLOP  "
+                             f"{s['gflop_per_s']:>7} GFLOP/s  {100 * (s['share_of_ceiling'] or 0):5.1f} % of ceiling")
+    if report.get("naive_cpu_cores") is not None and report.get("cpu_cores"):
+        ratio = report["naive_cpu_cores"] / max(report["cpu_cores"], 1e-9)
+        lines.append(f"naive / ours, CPU cores: {report['naive_cpu_cores']} / {report['cpu_cores']} "
+                     f"= {ratio:.2f}x (while the naive run could not keep up the ratio understates it)")
+        if report.get("model_cpu_cores") and report.get("naive_model_cpu_cores"):
+            lines.append(f"naive / ours, model stages alone (stage counts x isolated times): "
+                         f"{report['naive_model_cpu_cores']} / {report['model_cpu_cores']} cores = "
+                         f"{report['naive_model_cpu_cores'] / report['model_cpu_cores']:.2f}x")
+    if report.get("model_ms_per_window") and report.get("naive_model_ms_per_window"):
+        lines.append(f"model stages per window (counts per window x isolated times): naive "
+                     f"{report['naive_model_ms_per_window']} ms, ours {report['model_ms_per_window']} ms "
+                     f"= {report['naive_model_ms_per_window'] / report['model_ms_per_window']:.2f}x")
     for f in report.get("files", []):
         lines.append(f"wrote {f}")
     return "\n".join(lines)

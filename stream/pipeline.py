@@ -55,6 +55,8 @@ from microgesture.stream.events import EventPublisher, GestureSmoother, WindowIn
 from microgesture.stream.presence import drop_far_joints, person_in_window
 from microgesture.stream.rings import Ring
 from microgesture.stream.scheduler import WindowScheduler
+from microgesture.stream.grid import GridStreamScheduler
+from microgesture.stream.segments import SegmentCache, pose_stages, segment_pose
 from microgesture.stream.silence import SilenceWatch
 from microgesture.stream.sources import Frame, SourceStatus, open_source
 
@@ -168,6 +170,7 @@ class _WindowJob:
     queued_ns: int
     latency: dict[str, float]
     tokens: list | None = None  # per RGB frame: tokens, or a Future of (tokens, encode ms)
+    segments: Any = None  # a stream.segments.SegmentJob: the window's pose segments, cached or new
 
     def resolve_tokens(self) -> None:
         """Wait for the frames still being encoded and stack the window's tokens."""
@@ -193,7 +196,7 @@ class Recognizer:
     def __init__(self, bundle: str, publisher: EventPublisher, precision: str = "auto",
                  device: str = "cpu", threads: int = 1, max_batch: int = 8,
                  smoothing: SmoothingOptions | None = None, model_id: str | None = None,
-                 triton: str | None = None):
+                 triton: str | None = None, segment_cache: bool = True):
         self.manifest = read_manifest(bundle)
         self.streams: list[StreamWorker] = []  # told when a Triton server goes away
         stages = self.manifest["stages"]
@@ -213,8 +216,8 @@ class Recognizer:
             self.sessions = open_triton_stages(triton, self.manifest, precision,
                                                on_status=self._server_status)
         else:
-            self.sessions = open_stages(self.manifest, ("visual", "pose", "head"), bundle,
-                                        precision=precision, device=device, threads=threads)
+            self.sessions = open_stages(self.manifest, pose_stages(self.manifest, segment_cache),
+                                        bundle, precision=precision, device=device, threads=threads)
         self.head_inputs = tuple(stages["head"]["inputs"])
         self.window = self.manifest["window"]
         pre = self.manifest["preprocessing"]
@@ -322,7 +325,9 @@ class Recognizer:
         # last RGB frames; the tokens are awaited only for the head
         t0 = time.perf_counter()
         head_feeds = {}
-        if "pose" in self.sessions:
+        if "pose_segment" in self.sessions:  # new segments only; the others are cached
+            head_feeds["pose"] = segment_pose(self.sessions["pose_segment"], jobs)
+        elif "pose" in self.sessions:
             heatmaps = np.concatenate([j.feeds["heatmaps"] for j in jobs])
             head_feeds["pose"] = self.sessions["pose"].run({"heatmaps": heatmaps})["pose"]
         wait = time.perf_counter()
@@ -366,7 +371,7 @@ class StreamWorker:
                  pose: str = "mediapipe", realtime: bool = False, hop: int | None = None,
                  span_s: float | None = None, publish_windows: bool = False,
                  frame_sink=None, max_frames: int | None = None, silence_report_s: float = 60.0,
-                 **source_options):
+                 sampling: str = "frames", **source_options):
         self.rec = recognizer
         win = recognizer.window
         self.source = open_source(source_spec, stream_id=stream_id or event_stream_id(source_spec),
@@ -379,9 +384,17 @@ class StreamWorker:
         span_frames = max(win["rgb_frames"], round(span_ns * fps / 1e9))
         if not hop and recognizer.tuned_hop_s:
             hop = max(1, round(recognizer.tuned_hop_s * fps))
-        self.scheduler = WindowScheduler(
-            span_ns, win["rgb_frames"], win["pose_frames"],
-            hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
+        if sampling not in ("frames", "grid"):
+            self.source.stop()
+            raise MicrogestureError(f"sampling must be 'frames' or 'grid', got {sampling!r}")
+        if sampling == "grid":  # a grid fixed in stream time; pose only on sampled frames
+            self.scheduler = GridStreamScheduler(span_frames, win["rgb_frames"], win["pose_frames"],
+                                                 hop, fps)
+        else:
+            self.scheduler = WindowScheduler(
+                span_ns, win["rgb_frames"], win["pose_frames"],
+                hop or max(1, span_frames // win["rgb_frames"]), fps=fps)
+        self._last_pose: tuple | None = None
         try:
             self.estimator = _Estimator(pose, recognizer.layout)
         except BaseException:  # the source's capture thread is running: stop it first
@@ -394,6 +407,8 @@ class StreamWorker:
         capacity = span_frames * 2 + 16
         self.frames = Ring(capacity)
         self.tokens = Ring(capacity)
+        self.segments = SegmentCache(4 * win["rgb_frames"])  # pose features per segment
+        self.reuse_tokens = True  # False: the naive baseline (stream.bench) encodes per window
         self.smoother = GestureSmoother(recognizer.labels, window=recognizer.smoothing.window,
                                         start_threshold=recognizer.smoothing.start_threshold,
                                         end_threshold=recognizer.smoothing.end_threshold,
@@ -455,7 +470,11 @@ class StreamWorker:
                         break
                     continue
                 t0 = time.perf_counter()
-                kp, sc = self.estimator(item)
+                if isinstance(self.scheduler, GridStreamScheduler) and \
+                        not self.scheduler.wants_pose(item.capture_ns):
+                    kp = sc = None  # no window samples this frame (stream.grid)
+                else:
+                    kp, sc = self.estimator(item)
                 if not self._hand_over((item, kp, sc, (time.perf_counter() - t0) * 1e3)):
                     break
                 frames += 1
@@ -526,6 +545,15 @@ class StreamWorker:
 
     def _frame(self, frame: Frame, kp: np.ndarray, sc: np.ndarray, pose_ms: float) -> None:
         rec = self.rec
+        if kp is None:  # the grid samples nothing here: no pose, heatmap, crop or ring entry
+            self.counts["frames"] += 1
+            self.counts["pose_skipped"] += 1
+            self.scheduler.tick(frame.frame_id, frame.capture_ns)
+            if self.frame_sink is not None and self._last_pose is not None:
+                self.frame_sink(self, frame, *self._last_pose)
+            self._run_due()
+            return
+        self._last_pose = (kp, sc)
         self.counts["frames"] += 1
         self.silence.frame(frame.capture_ns, bool((sc > 0).any()))
         image = frame.image
@@ -541,12 +569,15 @@ class StreamWorker:
                            FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints,
                                      crop, pose_ms, (t2 - t1) * 1e3))
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
-        if predicted and crop is not None and self._encoder_ready():
+        if predicted and crop is not None and self.reuse_tokens and self._encoder_ready():
             self._encodes.append(rec.encode_later(crop))
             self.tokens.append(frame.capture_ns, frame.frame_id, self._encodes[-1])
             self.counts["encoded"] += 1
         if self.frame_sink is not None:
             self.frame_sink(self, frame, kp, sc)
+        self._run_due()
+
+    def _run_due(self) -> None:
         if self.scheduler.due():
             if self.live:
                 skipped = self.scheduler.skip_to_latest()
@@ -584,7 +615,11 @@ class StreamWorker:
             return
         self._had_person = True
         feeds: dict[str, np.ndarray] = {}
-        if "pose" in rec.sessions:
+        segments = None
+        if "pose_segment" in rec.sessions:
+            segments = self.segments.prepare(window.pose_ids, rec.window["rgb_frames"],
+                                             lambda i: entries[i].heatmap)
+        elif "pose" in rec.sessions:
             feeds["heatmaps"] = np.stack([entries[i].heatmap for i in window.pose_ids], 1)[None]
         if "joints" in rec.head_inputs:
             feeds["joints"] = np.stack([entries[i].joints for i in window.rgb_ids])[None]
@@ -592,14 +627,15 @@ class StreamWorker:
         if "visual" in rec.sessions:
             tokens, taken = [], set(window.rgb_ids)
             for i in window.rgb_ids:
-                cached = self.tokens.get(i)
-                if cached is None and self.substitute_ns:
+                cached = self.tokens.get(i) if self.reuse_tokens else None  # naive: every window
+                if cached is None and self.substitute_ns and self.reuse_tokens:
                     cached = self._nearest_encoded(entries[i].capture_ns, taken)
                 if cached is None:  # not predicted: encode on demand, once
                     t = time.perf_counter()
                     value = rec.encode(entries[i].crop[None])[0]
                     encode_ms += (time.perf_counter() - t) * 1e3
-                    self.tokens.insert(entries[i].capture_ns, i, value)
+                    if self.reuse_tokens:
+                        self.tokens.insert(entries[i].capture_ns, i, value)
                     self.counts["encoded_on_demand"] += 1
                 else:
                     value = cached.value  # tokens, or a Future while the encoder works
@@ -609,7 +645,7 @@ class StreamWorker:
                    "assemble": (time.perf_counter() - t0) * 1e3}
         info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id, paced=self.live)
         job = _WindowJob(self, info, feeds, time.monotonic_ns(), latency,
-                         tokens if "visual" in rec.sessions else None)
+                         tokens if "visual" in rec.sessions else None, segments)
         if rec.submit(job, wait=not self.live):
             self.counts["windows"] += 1
         else:
@@ -677,8 +713,10 @@ class StreamWorker:
                 "encoded_on_demand": self.counts["encoded_on_demand"],
                 "rgb_substituted": self.counts["rgb_substituted"],
                 "encodes_skipped": self.counts["encodes_skipped"],
+                "pose_skipped": self.counts["pose_skipped"],
                 "windows_no_person": self.counts["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": self.errors,
+                **self.segments.stats(),
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
     def close(self) -> None:
@@ -713,6 +751,8 @@ class StreamOptions:
     save_video: str | None = None
     show: bool = False
     triton: str | None = None  # run the stages on this Triton server (http:// or grpc://)
+    naive: bool = False  # the bench's baseline: whole-window forward per window, nothing reused
+    sampling: str = "frames"  # "grid": windows on a grid fixed in stream time (stream.grid)
     source_options: dict = field(default_factory=dict)  # open_source's: stall_s, reconnect
 
 
@@ -792,7 +832,7 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
     try:
         recognizer = Recognizer(options.bundle, publisher, options.precision, options.device,
                                 options.threads, smoothing=options.smoothing,
-                                triton=options.triton)
+                                triton=options.triton, segment_cache=not options.naive)
         if options.save_video or options.show:
             overlay = Overlay(options.save_video, options.show, recognizer.layout, 30.0)
         workers = []
@@ -803,7 +843,9 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                                         publish_windows=options.publish_windows,
                                         frame_sink=overlay, max_frames=options.max_frames,
                                         silence_report_s=options.silence_report_s,
-                                        **options.source_options))
+                                        sampling=options.sampling, **options.source_options))
+        for w in workers:
+            w.reuse_tokens = not options.naive
         if overlay is not None:
             overlay.fps = workers[0].source.fps or 30.0
         if on_ready is not None:  # before any event: a subscriber can connect first

@@ -30,10 +30,27 @@ def test_bench_compares_precisions_and_writes_json_and_png(long_video, tmp_path)
                "--duration", "8", "--out", str(out), "--json", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
-    assert [r["name"] for r in report["results"]] == ["fp32", "int8"]  # the baseline first
+    # the baseline first, then the naive pipeline (whole-window forward per window) side by side
+    assert [r["name"] for r in report["results"]] == ["fp32", "int8", "int8-naive"]
+    ours, naive = report["results"][1:]
+    assert naive["naive"] and not ours["naive"] and naive["precision"] == "int8"
+    # the demo bundle (strided windows) has no segment stage: both run the whole-window CNN,
+    # but only the naive run encodes every window's RGB frames anew
+    assert naive["frames"]["encoded"] > ours["frames"]["encoded"]
+    # ours samples on the grid: pose only on the frames windows sample; the naive run on all
+    assert naive["frames"]["posed"] == naive["frames"]["processed"]
+    assert ours["frames"]["posed"] < 0.75 * ours["frames"]["processed"]
+    assert report["span_s"] > 0 and report["throughput_fps"] == ours["frames"]["fps_processed"]
+    assert report["naive_cpu_cores"] == naive["cpu"]["cores_busy"]
+    # a naive window encodes all its RGB frames: it costs more model time than ours
+    assert report["naive_model_ms_per_window"] > report["model_ms_per_window"] > 0
+    assert set(report["event_latency_ms"]) == {"p50", "p90", "p99"}
+    stages = report["stages"]
+    assert set(stages) == {"matmul_ceiling_gflop_per_s", "visual", "pose", "head"}
+    assert stages["visual"]["gflop"] > 0 and 0 < stages["visual"]["share_of_ceiling"]
     assert (out / "bench.png").stat().st_size > 10_000
     for r in report["results"]:
-        assert r["precision"] == r["name"]
+        assert r["precision"] == r["name"].removesuffix("-naive")
         assert r["frames"]["captured"] == 8 * 15  # the whole file, paced at 15 fps
         assert r["windows"]["run"] > 0 and r["latency_ms"]["total"]["n"] == r["windows"]["run"]
         lat = r["latency_ms"]["total"]
@@ -44,6 +61,7 @@ def test_bench_compares_precisions_and_writes_json_and_png(long_video, tmp_path)
     table = done.stdout.splitlines()
     assert any(line.startswith("latency p99 ms") for line in table)
     assert json.loads(table[-1])["baseline"] == "fp32"
+    assert any("window span" in line for line in table) and any("% of ceiling" in line for line in table)
 
 
 def test_render_source_loops_and_resizes(long_video, tmp_path):

@@ -48,6 +48,11 @@ def full(tmp_path_factory, synth):
     return model, root / "bundle", summary
 
 
+def report_stage_cosine(manifest, stage):
+    """The int8 stage's cosine to PyTorch fp32 on the real (synthetic-clip) windows."""
+    return manifest["verification"]["int8"]["stages"][stage]["real"]["cosine"]
+
+
 def _feeds(inputs, batch):
     return {k: np.resize(v.numpy(), (batch, *v.shape[1:])).astype(np.float32) for k, v in inputs.items()}
 
@@ -68,7 +73,10 @@ def test_bundle_is_complete_checked_and_described(full, synth):
     assert (window["rgb_frames"], window["pose_frames"], window["layout"]) == (4, 8, "coco18")
     assert manifest["versions"]["opset"] == 18 and manifest["versions"]["exporter"] == "dynamo"
     stages = manifest["stages"]
-    assert list(stages) == ["visual", "pose", "head"]
+    # the paper's aligned windows: the pose CNN also per segment, for streaming to reuse
+    assert list(stages) == ["visual", "pose", "pose_segment", "head"]
+    assert stages["pose_segment"]["role"] == "per-segment"
+    assert stages["pose_segment"]["inputs"]["heatmaps"]["shape"] == ["batch", 18, 2, 16, 16]
     assert list(stages["head"]["inputs"]) == ["tokens", "pose", "joints"]
     assert stages["visual"]["inputs"]["frames"]["shape"] == ["batch", 3, 32, 32]
     assert stages["visual"]["outputs"]["tokens"]["shape"] == ["batch", 17, 32]
@@ -124,6 +132,11 @@ def test_int8_uses_qdq_for_convolutions_and_dynamic_for_transformers(full):
                    if t.data_type == onnx.TensorProto.INT8]
         assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64, name
     assert manifest["stages"]["pose"]["quantization"]["int8"]["method"] == "static-qdq"
+    segment = manifest["stages"]["pose_segment"]["quantization"]["int8"]
+    assert segment["method"] == "static-qdq" and segment["calibration_windows"] == 4 * (
+        manifest["stages"]["pose"]["quantization"]["int8"]["calibration_windows"])  # 4 segments each
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops("pose_segment.int8.onnx")
+    assert report_stage_cosine(manifest, "pose_segment") >= 0.98
     report = manifest["verification"]["int8"]
     assert report["passed"] is True
     assert report["window"]["real"]["top1_agreement"] >= 0.9
@@ -132,7 +145,7 @@ def test_int8_uses_qdq_for_convolutions_and_dynamic_for_transformers(full):
     assert summary["int8_agreement"] == report["window"]["real"]["top1_agreement"]
 
 
-@pytest.mark.parametrize("modality, stages, head", [("pose", ["pose", "head"], ["pose"]),
+@pytest.mark.parametrize("modality, stages, head", [("pose", ["pose", "pose_segment", "head"], ["pose"]),
                                                     ("visual", ["visual", "head"], ["tokens"])])
 def test_single_modality_ablations_export_only_their_stages(tmp_path, modality, stages, head):
     model, ckpt = _checkpoint(tmp_path / "run", modality=modality)
@@ -144,6 +157,18 @@ def test_single_modality_ablations_export_only_their_stages(tmp_path, modality, 
     assert summary["verification"]["fp32"] is True and report["inputs"]["real"]["source"] == "synthetic"
     assert report["window"]["random"]["top1_agreement"] == 1.0
     assert report["window"]["real"]["max_abs"] < 1e-4
+    # without a dataset a window spans the synthetic set's median clip, never pose_frames / fps
+    assert manifest["window"]["span_s"] == 2.67 and "synthetic set" in manifest["window"]["span_source"]
+
+
+def test_export_span_option(tmp_path):
+    _, ckpt = _checkpoint(tmp_path / "run", modality="pose")
+    export_bundle(ckpt, tmp_path / "bundle", verify=False, progress=False, span_s=1.5)
+    window = read_manifest(tmp_path / "bundle")["window"]
+    assert (window["span_s"], window["span_source"]) == (1.5, "given (--span)")
+    with pytest.raises(MicrogestureError, match="--span must be"):
+        export_bundle(ckpt, tmp_path / "other", progress=False, span_s=0)
+    assert not (tmp_path / "other").exists()
 
 
 def test_verification_fails_on_perturbed_weights_and_on_zero_tolerance(full, tmp_path, monkeypatch):

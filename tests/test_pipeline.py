@@ -211,7 +211,8 @@ def test_real_footage_with_mediapipe(bundle):
     clip = datasets.fullreferencepair()[0]  # carphone_pristine.mp4: a man talking, moving a hand
     assert os.path.exists(clip)
     options = StreamOptions(bundle=str(bundle[0]), sources=[clip], publish="tcp://127.0.0.1:*",
-                            pose="mediapipe-pose", precision="int8", max_frames=60)
+                            pose="mediapipe-pose", precision="int8", max_frames=60,
+                            span_s=8 / 30)  # the bundle's 2.67 s default span is 80 frames
     summary = run_stream(options)
     (stats,) = summary["streams"].values()
     assert stats["frames_processed"] == 60 and stats["inference_errors"] == 0
