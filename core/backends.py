@@ -232,6 +232,21 @@ def _ort():
     return onnxruntime
 
 
+def cpu_session(model: str | Path | bytes, threads: int = 1, disabled_optimizers: tuple[str, ...] = ()):
+    """A plain CPU ONNX Runtime session on ``model`` (a path or serialized bytes):
+    ``threads`` intra-op threads, no spinning, warnings only; ``disabled_optimizers``:
+    ONNX Runtime optimisers to skip (:data:`FP16_DISABLED_OPTIMIZERS`). For checks and
+    measurements; streaming opens its stages as :class:`OrtBackend`."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
+
+
 def _default_cache(kind: str) -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "microgesture" / kind

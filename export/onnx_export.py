@@ -253,15 +253,9 @@ def ort_session(path: str | Path, threads: int = 1, disabled_optimizers: tuple[s
     """A CPU ONNX Runtime session on ``path`` (``threads`` intra-op threads, no spinning;
     ``disabled_optimizers``: ONNX Runtime optimisers to skip, see
     :data:`core.backends.FP16_DISABLED_OPTIMIZERS`)."""
-    import onnxruntime as ort
+    from microgesture.core.backends import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled_optimizers))
+    return cpu_session(path, threads, disabled_optimizers)
 
 
 def check_dynamic_batch(path: str | Path, inputs: dict[str, Tensor], stage: str = "",

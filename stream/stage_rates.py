@@ -75,11 +75,8 @@ def matmul_ceiling(repeats: int = 5) -> dict[str, float]:
     import onnx
     from onnx import TensorProto, helper
 
-    import onnxruntime as ort
+    from microgesture.core.backends import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     n, out = MATMUL_N, {}
     for kind, (ta, tb, op, to) in {"fp32": (TensorProto.FLOAT, TensorProto.FLOAT, "MatMul", TensorProto.FLOAT),
                                    "int8": (TensorProto.UINT8, TensorProto.INT8, "MatMulInteger",
@@ -91,8 +88,7 @@ def matmul_ceiling(repeats: int = 5) -> dict[str, float]:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         model.ir_version = 8
         onnx.checker.check_model(model)
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = cpu_session(model.SerializeToString())
         rng = np.random.default_rng(0)
         dtype_a, dtype_b = (np.float32, np.float32) if kind == "fp32" else (np.uint8, np.int8)
         feeds = {"a": rng.integers(0, 100, (n, n)).astype(dtype_a),
