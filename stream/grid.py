@@ -127,12 +127,27 @@ class GridScheduler:
         return self.grid.is_rgb(s)
 
     def pending(self) -> int:
-        """Windows whose last slot has passed and that were not handed out yet."""
+        """Windows whose last slot has passed and that were not handed out yet. Leading
+        windows whose span holds no frame at all (the frame thread fell a whole span
+        behind, or the camera stalled) are skipped here: there is nothing to sample."""
+        self._skip_empty()
+        return self._complete()
+
+    def _complete(self) -> int:
         last_complete = (self._last_slot - self.grid.span_frames + 1) // self.grid.hop
         return max(0, last_complete - self._next + 1) if self._last_slot >= self.grid.span_frames - 1 else 0
 
     def due(self) -> bool:
         return self.pending() > 0
+
+    def _skip_empty(self) -> None:
+        while self._complete() > 0:
+            first = self._next * self.grid.hop
+            if any(first <= s < first + self.grid.span_frames for s in self._frames):
+                return
+            self._next += 1
+            self.skipped += 1
+            self._skipped_pending += 1
 
     def skip_to_latest(self) -> int:
         """Drop every due window but the newest; returns how many were dropped."""
@@ -217,9 +232,7 @@ class GridStreamScheduler:
         return self._sched.due()
 
     def skip_to_latest(self) -> int:
-        skipped = self._sched.skip_to_latest()
-        self._skipped += skipped
-        return skipped
+        return self._sched.skip_to_latest()
 
     def select(self) -> GridWindow:
         self._windows += 1
@@ -227,8 +240,9 @@ class GridStreamScheduler:
 
     def reset(self) -> None:
         self._resets += 1
+        self._skipped += self._sched.skipped  # behind, and windows with no frame at all
         self._sched = GridScheduler(self.grid, self.fps)
 
     def stats(self) -> SchedulerStats:
-        return SchedulerStats(self._frames, self._windows, self._skipped, self._resets,
+        return SchedulerStats(self._frames, self._windows, self._skipped + self._sched.skipped, self._resets,
                               self._predicted, self._predicted, self._sched.substituted, 0)

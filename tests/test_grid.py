@@ -90,3 +90,16 @@ def test_bad_grids_are_refused():
         SamplingGrid(80, 8, 30)
     with pytest.raises(MicrogestureError, match="fps"):
         GridScheduler(SamplingGrid(80), 0)
+
+
+def test_a_span_without_any_frame_is_skipped_not_an_error():
+    """A frame thread a whole span behind (or a stalled camera): the windows whose span
+    holds no frame are counted as skipped and the stream goes on with the next ones."""
+    grid = SamplingGrid(80, 8, 32)
+    frames = [i for i in range(400) if not 90 <= i < 260]   # 170 frames missing: > 2 spans
+    sched, windows, _ = _run(grid, frames)
+    empty = [w for w in range(40) if not any(w * 10 <= i < w * 10 + 80 for i in frames)]
+    assert empty and not {w.index for w in windows} & set(empty)
+    assert sched.skipped == len(empty)
+    assert windows[-1].index == (400 - 80) // 10  # windows after the gap run again
+    assert windows[len(windows) - 1].skipped == 0
