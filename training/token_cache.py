@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.core.paths import atomic_write
 from microgesture.training.transforms import ClipDataset, make_loader
 
@@ -88,7 +89,7 @@ def forward(model: nn.Module, batch: dict[str, Tensor], count: int | None = None
     """Logits for a batch: from cached ``hidden`` tokens when the batch has them (only
     the trainable part runs), else the whole model."""
     if "hidden" not in batch:
-        return model(batch["frames"], batch["heatmaps"], batch["joints"])
+        return family_of(model).predict(model, batch)
     hidden = batch["hidden"].to(torch.float32)
     b, r = hidden.shape[:2]
     count = frozen_blocks(model.visual) if count is None else count
@@ -136,7 +137,7 @@ class CachedClips(torch.utils.data.Dataset):
         item = self.base[i]
         j = int(item["index"])
         item["hidden"] = torch.from_numpy(np.array(self._tokens[self.base.epoch % self.views, j]))
-        del item["frames"]
+        item.pop("frames", None)
         return item
 
 
@@ -156,9 +157,10 @@ def build(model: nn.Module, dataset: ClipDataset, folder: Path, name: str, views
     before for the same clips, views and frozen weights is reused."""
     if views < 1:
         raise MicrogestureError(f"token_cache views must be at least 1, got {views}")
-    if not getattr(model, "use_visual", False):
-        raise MicrogestureError("--token-cache caches CLIP tokens; this model has no RGB input "
-                                "(modality pose): train without it")
+    if not family_of(model).token_cache_supported(model):
+        raise MicrogestureError(f"--token-cache caches CLIP tokens; model {model.config.name!r} has "
+                                "none to cache (no RGB input, e.g. modality pose, or a family "
+                                "without the cache): train without --token-cache")
     count = frozen_blocks(model.visual)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
