@@ -16,7 +16,7 @@ bundle (an existing bundle at ``out`` is replaced only then; any other
 non-empty folder is refused).
 
 Real clips (verification and int8 calibration) are read from a dataset folder
-through ``microgesture.training`` (imported lazily by ``export.verify.load_clips``);
+(``core.dataset_index`` and ``core.windowing``, by ``export.verify.load_clips``);
 without one, synthetic windows stand in and the manifest says so.
 """
 

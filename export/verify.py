@@ -4,9 +4,8 @@ Every precision is checked on two sets of inputs:
 
 - ``random``: fresh random windows (``core.models.example_inputs`` with a seed the
   export never used): frames, heatmaps and joints of the right shapes;
-- ``real``: clips from a dataset folder (loaded through
-  ``microgesture.training.datasets/transforms``, imported lazily inside
-  :func:`load_clips` -- the one place ``export`` touches ``training``), or, when
+- ``real``: clips from a dataset folder (``core.dataset_index`` and
+  ``core.windowing``, as training's evaluation reads them), or, when
   no dataset is given, :func:`synthetic_windows`: Gaussian heatmaps of smoothly
   moving random joints, shaped like real ones (the report says which).
 
@@ -261,11 +260,11 @@ def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clip
     given, calibration clips from the others; when a side has no clips both draw
     from every clip (``info["overlap"]``). Each batch is a dict of stacked
     ``frames``, ``heatmaps``, ``joints`` and ``labels`` (None when the dataset's
-    classes are not the model's). Imports ``microgesture.training`` lazily: the
-    only place the exporter reads datasets.
+    classes are not the model's); a clip that cannot be read is left out. Windows
+    come from ``core.windowing`` as training's evaluation reads them.
     """
-    from microgesture.training.datasets import open_dataset
-    from microgesture.training.transforms import ClipDataset
+    from microgesture.core.dataset_index import open_dataset
+    from microgesture.core.windowing import WindowReader
 
     index = open_dataset(data)
     if len(index.classes) != config.num_classes:
@@ -283,14 +282,23 @@ def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clip
         verify_pool, calib_pool = everything, everything[verify_clips:]
     verify_pool, calib_pool = verify_pool or everything, calib_pool or everything
     verify_pool, calib_pool = verify_pool[:verify_clips], calib_pool[:calibration_clips]
-    dataset = ClipDataset(index, config, train=False, seed=seed)
+    reader = WindowReader(family_of(config).window(config))
 
     def batch(pool):
         if not pool:
             return None
-        items = [dataset[i] for i in pool]
-        out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k not in ("label", "index")}
-        out["labels"] = torch.stack([it["label"] for it in items]).numpy() if labels_match else None
+        items, labels = [], []
+        for i in pool:
+            try:
+                items.append(reader.read(index.records[i]))
+            except (MicrogestureError, OSError, ValueError):  # an unreadable clip: the others still verify
+                continue
+            labels.append(index.records[i].label)
+        if not items:
+            raise MicrogestureError(f"none of the clips of {data} chosen for verification could be read: "
+                                    "check the dataset (microgesture data-check), or export without --data")
+        out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+        out["labels"] = np.asarray(labels, dtype=np.int64) if labels_match else None
         out["source"] = str(data)
         return out
 
