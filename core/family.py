@@ -278,6 +278,11 @@ class ModelFamily:
         blocks' tokens cached per view) applies to this model."""
         return False
 
+    def predict_from_tokens(self, model, tokens, batch: Mapping[str, Any]):
+        """Logits from the per-frame CLIP tokens (B, R, 1 + patches, D) the token cache
+        computed and the batch's other inputs (families with :meth:`token_cache_supported`)."""
+        raise NotImplementedError(f"{self.arch} has no token cache")
+
     # ------------------------------------------------------------ export and streaming
     def stages(self, model, batch: int = 2, seed: int = 0) -> list[StageSpec]:
         """The stages, in run order, with export wrappers and example inputs."""

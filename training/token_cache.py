@@ -71,7 +71,7 @@ def frozen_tokens(visual: nn.Module, frames: Tensor, count: int) -> Tensor:
 
 
 def tokens_from_hidden(model: nn.Module, hidden: Tensor, count: int) -> Tensor:
-    """The trainable rest of ``ClipMG.encode_frames``: hidden tokens (N, T, width) ->
+    """The trainable rest of the model's per-frame CLIP encoding (CLIP-MG's ``encode_frames``): hidden tokens (N, T, width) ->
     (N, 1 + patches, D), CLS first, projected into the CLIP embedding."""
     visual = model.visual
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -94,8 +94,7 @@ def forward(model: nn.Module, batch: dict[str, Tensor], count: int | None = None
     b, r = hidden.shape[:2]
     count = frozen_blocks(model.visual) if count is None else count
     tokens = tokens_from_hidden(model, hidden.flatten(0, 1), count).unflatten(0, (b, r))
-    pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
-    return model.fuse(tokens, pose, batch["joints"])
+    return family_of(model).predict_from_tokens(model, tokens, batch)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -166,7 +165,8 @@ def build(model: nn.Module, dataset: ClipDataset, folder: Path, name: str, views
     folder.mkdir(parents=True, exist_ok=True)
     path, meta_path = folder / f"{name}.npy", folder / f"{name}.json"
     meta = json.loads(json.dumps(_meta(model, dataset, views, count)))   # as read back
-    r, size = model.config.rgb_frames, model.config.clip.image_size
+    spec = family_of(model).window(model.config)
+    r, size = spec.rgb_frames, spec.image_size
     probe = frozen_tokens(model.visual, torch.zeros(1, 3, size, size, device=device), count)
     shape = (views, len(dataset), r) + tuple(probe.shape[1:])
     if meta_path.is_file() and path.is_file():

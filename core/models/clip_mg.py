@@ -151,6 +151,10 @@ class ClipMGFamily(ModelFamily):
     def token_cache_supported(self, model) -> bool:
         return bool(model.use_visual)
 
+    def predict_from_tokens(self, model, tokens, batch):
+        pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
+        return model.fuse(tokens, pose, batch.get("joints"))
+
     # ------------------------------------------------------------ export and streaming
     def stages(self, model, batch: int = 2, seed: int = 0) -> list[StageSpec]:
         from microgesture.core.models.clip_mg_stages import stage_specs
