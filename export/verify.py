@@ -180,13 +180,9 @@ def _run_torch_all(fn: Callable, inputs: Mapping[str, Any], chunk: int = 32) -> 
     return [torch.cat([p[j] for p in parts]).numpy() for j in range(len(parts[0]))]
 
 
-@torch.no_grad()
 def _run_torch(fn: Callable, inputs: Mapping[str, Any], chunk: int = 32) -> np.ndarray:
-    tensors = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v).float()
-               for k, v in inputs.items()}
-    n = len(next(iter(tensors.values())))
-    return torch.cat([fn(**{k: v[i:i + chunk] for k, v in tensors.items()})
-                      for i in range(0, n, chunk)]).numpy()
+    """``fn(**inputs)`` (one tensor), in batch chunks."""
+    return _run_torch_all(lambda **kw: (fn(**kw),), inputs, chunk)[0]
 
 
 def verify_stage(torch_fn: Callable, onnx_path: str | Path, inputs: Mapping[str, Any],
