@@ -17,8 +17,9 @@ from typing import Any
 
 from torch import nn
 
-from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict
+from microgesture.core.config import ModelConfig, config_from_dict
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.core.paths import atomic_write
 
 FORMAT = "microgesture-checkpoint"
@@ -33,12 +34,18 @@ KEEP_FILES = {"best": "best.safetensors", "last": "last.safetensors"}
 
 
 def preprocessing(config: ModelConfig) -> dict[str, Any]:
-    """What a runtime needs to turn video and skeletons into the model's inputs."""
-    out: dict[str, Any] = {"rgb_frames": config.rgb_frames, "pose_frames": config.pose_frames}
-    if isinstance(config, ClipMGConfig):
-        out.update(image_size=config.clip.image_size, mean=list(config.clip.mean),
-                   std=list(config.clip.std), layout=config.pose.layout,
-                   heatmap_size=config.pose.heatmap_size, sigma=config.pose.sigma)
+    """What a runtime needs to turn video and skeletons into the model's inputs (from
+    the family's window, ``core.family.WindowSpec``)."""
+    family = family_of(config)
+    spec = family.window(config)
+    out: dict[str, Any] = {"rgb_frames": config.rgb_frames, "pose_frames": config.pose_frames,
+                           "image_size": spec.image_size, "mean": list(spec.mean),
+                           "std": list(spec.std), "layout": spec.layout}
+    if spec.heatmaps is not None:
+        out.update(heatmap_size=spec.heatmaps.size, sigma=spec.heatmaps.sigma)
+        if spec.heatmaps.kind != "joints":
+            out.update(heatmap_kind=spec.heatmaps.kind, limbs=spec.heatmaps.limbs)
+    out.update(family.window_manifest(config))
     return out
 
 

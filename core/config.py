@@ -6,8 +6,11 @@ serves. Configs travel inside checkpoints and bundles as JSON
 (:meth:`ModelConfig.to_dict` / :func:`config_from_dict`), so a checkpoint
 describes itself.
 
-``MODELS`` names the ready-made configurations; :func:`get_config` returns one
-with overrides applied (``{"num_classes": 10, "pose.sigma": 1.0}``).
+The shared dataclasses live here; each family's config class and named
+configurations are declared with the family (``core/models/<family>.py``,
+registered in ``core.family.FAMILY_MODULES``). ``MODELS`` reads every family's
+named configurations; :func:`get_config` returns one with overrides applied
+(``{"num_classes": 10, "pose.sigma": 1.0}``).
 """
 
 from __future__ import annotations
@@ -148,58 +151,31 @@ class ClipMGConfig(ModelConfig):
                 f"({self.rgb_frames}): pose frames are averaged into one window per RGB frame")
 
 
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "no-pose-guidance": {"pose_guidance": False},
-    "no-cross-attention": {"cross_attention": False},
-    "no-gate": {"gate": False},
-    "visual-only": {"modality": "visual"},
-    "pose-only": {"modality": "pose"},
-}
-"""CLIP-MG's ablation set (the paper's Table 2 and its single-modality baselines)."""
+def __getattr__(name: str):
+    """``MODELS``: every registered family's named configurations (read from the
+    registry, ``core.family.all_configs``, when asked; ``microgesture models``)."""
+    if name == "MODELS":
+        from microgesture.core.family import all_configs
 
-ARCHS: dict[str, type[ModelConfig]] = {"clip-mg": ClipMGConfig}
-"""Architecture name -> config class (the model class is chosen in core.models)."""
-
-_TINY_CLIP = ClipConfig(arch="mg-tiny-vit", pretrained=None, image_size=32, trainable_blocks=1)
-_TINY_POSE = PoseConfig(heatmap_size=16, sigma=1.0, channels=(8, 16, 32),
-                        spatial_strides=(2, 2, 1), temporal_strides=(1, 2, 1))
-
-MODELS: dict[str, ModelConfig] = {
-    c.name: c
-    for c in (
-        ClipMGConfig(
-            name="clip-mg-b16", arch="clip-mg",
-            description="CLIP-MG as the paper: ViT-B/16 on 8x224 frames, 18 joints at 256 px"),
-        ClipMGConfig(
-            name="clip-mg-b32", arch="clip-mg",
-            description="CLIP-MG for CPUs: ViT-B/32, 18 joints at 64 px",
-            clip=ClipConfig(arch="ViT-B-32-quickgelu"),
-            pose=PoseConfig(heatmap_size=64, sigma=0.625, spatial_strides=(2, 2, 2))),
-        ClipMGConfig(
-            name="clip-mg-tiny", arch="clip-mg",
-            description="CLIP-MG at test size: 2-layer ViT of width 64 on 32 px, 4 frames",
-            rgb_frames=4, pose_frames=8, clip=_TINY_CLIP, pose=_TINY_POSE,
-            attention_heads=4, hidden=32, dropout=0.1,
-            train=TrainRecipe(lr=2e-3, backbone_lr_scale=1.0, weight_decay=0.01, epochs=10,
-                              warmup_epochs=0.5, batch_size=8)),
-    )
-}
+        return all_configs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_config(name: str, overrides: dict[str, Any] | None = None, **kwargs) -> ModelConfig:
-    """The named configuration with ``overrides`` applied."""
-    return lookup(MODELS, name, "model").replace(overrides, **kwargs)
+    """The named configuration (any registered family's) with ``overrides`` applied."""
+    from microgesture.core.family import all_configs
+
+    return lookup(all_configs(), name, "model").replace(overrides, **kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a config from :meth:`ModelConfig.to_dict` output, strictly."""
+    """Rebuild a config from :meth:`ModelConfig.to_dict` output, strictly (its family
+    upgrades fields written by older versions)."""
     if not isinstance(data, dict) or "arch" not in data:
         raise MicrogestureError("model config must be a JSON object with an 'arch' field")
-    cls = lookup(ARCHS, data["arch"], "architecture")
-    if cls is ClipMGConfig and isinstance(data.get("pose"), dict) and "windows" not in data["pose"]:
-        data = {**data, "pose": {**data["pose"], "windows": "strided"}}  # written before the field existed
-    return _build(cls, data, "config")
+    from microgesture.core.family import get_family
+
+    return get_family(data["arch"]).config_from_dict(data)
 
 
 def _build(cls, data: dict[str, Any], where: str):

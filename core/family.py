@@ -196,6 +196,8 @@ class ModelFamily:
     """The named config the registry tests build (small enough for CI)."""
     backbone_prefixes: tuple[str, ...] = ()
     """Parameter-name prefixes of pretrained weights trained at ``train.backbone_lr_scale``."""
+    ablations: dict[str, dict[str, Any]] = {"full": {}}
+    """``microgesture ablate``'s set: name -> config overrides (``full``: the config as is)."""
 
     # ------------------------------------------------------------ building
     def build(self, config, clip_weights: str | None = None):
@@ -209,6 +211,11 @@ class ModelFamily:
     def with_clip_source(self, config, source: str):
         """The config recording where its CLIP weights came from."""
         return config
+
+    def clip_tower(self, config):
+        """The ``core.config.ClipConfig`` whose weights ``train --clip-weights`` loads
+        (when :meth:`uses_clip_weights`); default: the config's ``clip`` field."""
+        return getattr(config, "clip", None)
 
     def config_from_dict(self, data: dict[str, Any]):
         """Rebuild this family's config from ``to_dict`` output (old fields upgraded here)."""
@@ -258,6 +265,23 @@ class ModelFamily:
         logits = self.predict(model, batch)
         return {"loss_ce": F.cross_entropy(logits.float(), batch["label"],
                                            label_smoothing=model.config.train.label_smoothing)}
+
+    def evaluation_extras(self, model, batch: Mapping[str, Any], collect: dict) -> Any:
+        """Evaluation's forward (logits) that may also collect what the family can show
+        into ``collect`` (``training.evaluate`` draws: ``frames`` (R, 3, S, S) normalised
+        with ``relevance`` (R, patches) and ``clip``, or ``no_person``: (frames,
+        relevance); ``gates``: a list of arrays). Default: :meth:`predict`, nothing collected."""
+        return self.predict(model, batch)
+
+    def token_cache_supported(self, model) -> bool:
+        """Whether ``train --token-cache`` (``training.token_cache``: the frozen CLIP
+        blocks' tokens cached per view) applies to this model."""
+        return False
+
+    def predict_from_tokens(self, model, tokens, batch: Mapping[str, Any]):
+        """Logits from the per-frame CLIP tokens (B, R, 1 + patches, D) the token cache
+        computed and the batch's other inputs (families with :meth:`token_cache_supported`)."""
+        raise NotImplementedError(f"{self.arch} has no token cache")
 
     # ------------------------------------------------------------ export and streaming
     def stages(self, model, batch: int = 2, seed: int = 0) -> list[StageSpec]:

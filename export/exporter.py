@@ -16,7 +16,7 @@ bundle (an existing bundle at ``out`` is replaced only then; any other
 non-empty folder is refused).
 
 Real clips (verification and int8 calibration) are read from a dataset folder
-through ``microgesture.training`` (imported lazily by ``export.verify.load_clips``);
+(``core.dataset_index`` and ``core.windowing``, by ``export.verify.load_clips``);
 without one, synthetic windows stand in and the manifest says so.
 """
 
@@ -376,10 +376,10 @@ def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_su
     check("fp32")
     if "int8" in wanted:
         if calibration is not None:
-            heatmaps, calib_source = calibration["heatmaps"].numpy(), str(data)
+            calib_source = str(data)
         else:
-            heatmaps = synthetic_windows(cfg, windows=calibration_clips, seed=1)["heatmaps"].numpy()
-            calib_source = "synthetic"
+            calibration, calib_source = synthetic_windows(cfg, windows=calibration_clips, seed=1), "synthetic"
+        heatmaps = calibration["heatmaps"].numpy() if "heatmaps" in calibration else None
         from microgesture.export.quantize import quantize_stages
 
         quantize_stages(tmp, stages, heatmaps, log=say)
@@ -423,11 +423,7 @@ def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_su
         "labels": list(cfg.labels),
         "prompts": None,
         "preprocessing": prep,
-        "window": {"rgb_frames": cfg.rgb_frames, "pose_frames": cfg.pose_frames,
-                   "span_s": round(span, 4), "span_source": span_source,
-                   "fps": fps, "fps_source": fps_source,
-                   "layout": cfg.pose.layout, "heatmap_size": cfg.pose.heatmap_size,
-                   "sigma": cfg.pose.sigma, "image_size": cfg.clip.image_size},
+        "window": window_section(cfg, span, span_source, fps, fps_source),
         "stages": stages,
         "verification": verification,
         "versions": _versions(stages, opset),
@@ -452,6 +448,35 @@ def _build(model, meta, checkpoint, run_info, tmp, wanted, verify, data, test_su
             "exporter": manifest["versions"]["exporter"], "files": files,
             "bytes": sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()),
             "seconds": round(time.monotonic() - t0, 2)}
+
+
+def window_section(cfg, span: float, span_source: str, fps: float,
+                   fps_source: str) -> dict[str, Any]:
+    """The bundle's ``window`` section (notes/MANIFEST.md): the sampling (rgb and pose
+    frames over ``span`` seconds at ``fps``), the preprocessing from the family's
+    window (``core.family.WindowSpec``; its ``spec`` in full) and the family's own
+    fields (``ModelFamily.window_manifest``)."""
+    from microgesture.core.family import family_of
+
+    family = family_of(cfg)
+    spec = family.window(cfg)
+    window: dict[str, Any] = {"rgb_frames": cfg.rgb_frames, "pose_frames": cfg.pose_frames,
+                              "span_s": round(span, 4), "span_source": span_source,
+                              "fps": fps, "fps_source": fps_source, "layout": spec.layout}
+    if spec.heatmaps is not None:
+        window.update(heatmap_size=spec.heatmaps.size, sigma=spec.heatmaps.sigma)
+    if spec.rgb_frames:
+        window["image_size"] = spec.image_size
+    window.update(family.window_manifest(cfg))
+    if spec.heatmaps is not None:
+        window.update(heatmap_kind=spec.heatmaps.kind, heatmap_crop=spec.heatmaps.crop)
+        if spec.heatmaps.kind == "limbs":
+            window["limbs"] = spec.heatmaps.limbs
+    window["joints"] = bool(spec.joints)
+    if spec.segments:
+        window["segments"] = spec.segments
+    window["spec"] = spec.to_dict()
+    return window
 
 
 def _remove_stale(out: Path) -> None:

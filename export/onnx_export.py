@@ -1,21 +1,11 @@
-"""PyTorch -> ONNX, one graph per stage of the staged forward pass.
+"""PyTorch -> ONNX, one graph per stage of a model family's staged forward pass.
 
-A model is exported as the stages streaming runs (``core/bundle.py``):
-
-- ``visual`` (per frame): ``frames (batch, 3, S, S) -> tokens (batch, 1 + patches, D)``
-- ``pose`` (per window): ``heatmaps (batch, V, P, H, W) -> pose (batch, R, D)``
-- ``pose_segment`` (per segment, models with ``pose.windows="segments"`` only):
-  ``heatmaps (batch, V, P/R, H, W) -> pose (batch, D)``: one RGB frame's segment of
-  pose frames; streaming runs it once per segment and stacks a window's R features,
-  which equals ``pose`` on the whole window (``pose`` stays in the bundle: the
-  verification and runtimes without a segment cache use it)
-- ``head`` (per window): ``tokens (batch, R, 1 + patches, D)``, ``pose (batch, R, D)``,
-  ``joints (batch, R, V, 3) -> logits (batch, C)``
-
-A modality exports only its stages, and the head takes only the inputs it uses:
-a visual-only model has no ``pose`` stage and its head takes ``tokens``; a
-pose-only model has no ``visual`` stage and its head takes ``pose``; without
-pose guidance the head does not take ``joints``.
+A model is exported as the stages its family declares (``ModelFamily.stages``:
+``core.family.StageSpec`` in run order, each with an export wrapper and example
+inputs), the stages streaming composes with ``core.family.run_stages``. CLIP-MG's
+are ``visual`` (per frame), ``pose`` (per window), ``pose_segment`` (per segment,
+replaces ``pose`` where a runtime caches segments) and ``head`` (per window), see
+``core.models.clip_mg_stages``; another family may have one ``whole-window`` stage.
 
 Every graph has a symbolic ``batch`` axis and concrete other dims. We export
 with ``torch.onnx.export(..., dynamo=True)`` from a batch-2 example (a batch of
@@ -24,12 +14,13 @@ exporter fails, the TorchScript exporter (``dynamo=False``, ``dynamic_axes``)
 is tried and the stage records which one was used. Each file passes
 ``onnx.checker.check_model`` and ONNX Runtime must run it at batch 1 and 3
 before it is accepted. Metadata travels inside each file (``metadata_props``:
-stage, model name, config, labels, preprocessing).
+stage, role, model name, config, labels, preprocessing).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import warnings
@@ -43,131 +34,20 @@ from torch import Tensor, nn
 
 from microgesture.core.checkpoint import preprocessing
 from microgesture.core.errors import MicrogestureError
-from microgesture.core.models import example_inputs
+from microgesture.core.family import family_of
 
 BATCH = "batch"
 MAX_BATCH = 4096
-STAGE_ORDER = ("visual", "pose", "pose_segment", "head")
-ROLES = {"visual": "per-frame", "pose": "per-window", "pose_segment": "per-segment",
-         "head": "per-window"}
-
-
-# ----------------------------------------------------------------------------- stage wrappers
-
-class _Stage(nn.Module):
-    """One stage of ``model`` to export; subclasses name its inputs and outputs."""
-
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-
-class VisualStage(_Stage):
-    """Per frame: ``frames (N, 3, S, S) -> tokens (N, 1 + patches, D)``."""
-
-    input_names = ("frames",)
-    output_names = ("tokens",)
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.model.encode_frames(frames)
-
-
-class PoseStage(_Stage):
-    """Per window: ``heatmaps (B, V, P, H, W) -> pose (B, R, D)``."""
-
-    input_names = ("heatmaps",)
-    output_names = ("pose",)
-
-    def forward(self, heatmaps: Tensor) -> Tensor:
-        return self.model.encode_pose(heatmaps)
-
-
-class PoseSegmentStage(_Stage):
-    """Per segment: ``heatmaps (N, V, P/R, H, W) -> pose (N, D)``."""
-
-    input_names = ("heatmaps",)
-    output_names = ("pose",)
-
-    def forward(self, heatmaps: Tensor) -> Tensor:
-        return self.model.encode_pose_segment(heatmaps)
-
-
-def has_segments(model: nn.Module) -> bool:
-    """True when the model's pose features come per segment (``pose.windows="segments"``)."""
-    return bool(model.use_pose and getattr(model.pose_encoder, "segments", False))
-
-
-def window_segments(heatmaps, rgb_frames: int):
-    """A window's heatmaps (B, V, P, H, W) cut into its segments (B * R, V, P/R, H, W), in
-    window-major, time order (works on tensors and numpy arrays)."""
-    b, v, p, h, w = heatmaps.shape
-    x = heatmaps.reshape(b, v, rgb_frames, p // rgb_frames, h, w).swapaxes(1, 2)
-    return x.reshape(b * rgb_frames, v, p // rgb_frames, h, w)
-
-
-class HeadStage(_Stage):
-    """Per window: the inputs of :func:`head_inputs` (in that order) -> ``logits (B, C)``."""
-
-    output_names = ("logits",)
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model)
-        self.input_names = head_inputs(model)
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        given = dict(zip(self.input_names, inputs))
-        return self.model.fuse(given.get("tokens"), given.get("pose"), given.get("joints"))
-
-
-def head_inputs(model: nn.Module) -> tuple[str, ...]:
-    """The inputs the model's head uses, in order: ``tokens`` (RGB), ``pose``
-    (skeleton) and ``joints`` (only for pose-guided relevance, which needs both)."""
-    names = []
-    if model.use_visual:
-        names.append("tokens")
-    if model.use_pose:
-        names.append("pose")
-    if model.use_visual and model.use_pose and model.config.pose_guidance:
-        names.append("joints")
-    return tuple(names)
 
 
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The export wrappers of the model's stages, in eval mode, keyed by stage name."""
-    stages: dict[str, nn.Module] = {}
-    if model.use_visual:
-        stages["visual"] = VisualStage(model)
-    if model.use_pose:
-        stages["pose"] = PoseStage(model)
-    if has_segments(model):
-        stages["pose_segment"] = PoseSegmentStage(model)
-    stages["head"] = HeadStage(model)
-    return {k: v.eval() for k, v in stages.items()}
+    """The export wrappers of the model's stages (its family's), keyed by stage name, in run order."""
+    return {s.name: s.module.eval() for s in family_of(model).stages(model)}
 
 
-@torch.no_grad()
 def stage_examples(model: nn.Module, batch: int = 2, seed: int = 0) -> dict[str, dict[str, Tensor]]:
-    """Example inputs of every stage (``{stage: {input: tensor}}``), ``batch`` along axis 0;
-    the head's tokens and pose are the model's own outputs for the example window."""
-    cfg = model.config
-    window = example_inputs(cfg, batch=batch, seed=seed)
-    out: dict[str, dict[str, Tensor]] = {}
-    head: dict[str, Tensor] = {}
-    if model.use_visual:
-        frames = window["frames"]
-        out["visual"] = {"frames": frames[:, 0]}  # one frame of each window: batch frames
-        head["tokens"] = model.encode_frames(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
-    if model.use_pose:
-        out["pose"] = {"heatmaps": window["heatmaps"]}
-        head["pose"] = model.encode_pose(window["heatmaps"])
-    if has_segments(model):  # two segments: the batch axis stays dynamic
-        out["pose_segment"] = {"heatmaps": window_segments(window["heatmaps"], cfg.rgb_frames)[:batch]}
-    head["joints"] = window["joints"]
-    out["head"] = {name: head[name] for name in head_inputs(model)}
-    return out
+    """Example inputs of every stage (``{stage: {input: tensor}}``), ``batch`` along axis 0."""
+    return {s.name: dict(s.example) for s in family_of(model).stages(model, batch, seed)}
 
 
 # ----------------------------------------------------------------------------- export
@@ -193,6 +73,12 @@ def _quiet():
                 lg.setLevel(level)
 
 
+def _var_positional(module: nn.Module) -> bool:
+    """Whether ``module.forward`` takes its inputs as ``*inputs``."""
+    params = inspect.signature(module.forward).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+
+
 def _export_file(module: nn.Module, inputs: dict[str, Tensor], path: Path, opset: int,
                  exporter: str) -> None:
     names = list(inputs)
@@ -202,8 +88,8 @@ def _export_file(module: nn.Module, inputs: dict[str, Tensor], path: Path, opset
         if exporter == "dynamo":
             batch = torch.export.Dim(BATCH, min=1, max=MAX_BATCH)
             axes = tuple({0: batch} for _ in names)
-            # HeadStage takes *inputs: its dynamic shapes are one nested tuple
-            dynamic = (axes,) if isinstance(module, HeadStage) else axes
+            # a wrapper taking *inputs gets its dynamic shapes as one nested tuple
+            dynamic = (axes,) if _var_positional(module) else axes
             torch.onnx.export(module, args, str(path), input_names=names, output_names=out_names,
                               opset_version=opset, dynamo=True, dynamic_shapes=dynamic,
                               external_data=False, verbose=False)
@@ -229,10 +115,10 @@ def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def file_metadata(model: nn.Module, stage: str) -> dict[str, str]:
+def file_metadata(model: nn.Module, stage: str, role: str) -> dict[str, str]:
     """What each ONNX file carries about itself (``metadata_props``)."""
     cfg = model.config
-    return {"microgesture.stage": stage, "microgesture.role": ROLES[stage],
+    return {"microgesture.stage": stage, "microgesture.role": role,
             "microgesture.model": cfg.name, "microgesture.config": cfg.to_json(),
             "microgesture.labels": json.dumps(list(cfg.labels)),
             "microgesture.preprocessing": json.dumps(preprocessing(cfg))}
@@ -279,13 +165,17 @@ def check_dynamic_batch(path: str | Path, inputs: dict[str, Tensor], stage: str 
 
 
 def export_stage(module: nn.Module, inputs: dict[str, Tensor], path: str | Path, opset: int = 18,
-                 exporters=("dynamo", "torchscript")) -> dict[str, Any]:
+                 exporters=("dynamo", "torchscript"),
+                 output_names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Export one stage wrapper to ``path``, check it and its dynamic batch axis.
+    ``output_names``: the graph's outputs (default: the wrapper's ``output_names``).
 
     Tries each exporter of ``exporters`` in turn; returns ``{"exporter": name}``
     plus ``"fallback_reason"`` when the first one failed.
     """
     path = Path(path)
+    if output_names is not None:
+        module.output_names = tuple(output_names)
     failures = []
     for exporter in exporters:
         try:
@@ -306,31 +196,39 @@ def export_stage(module: nn.Module, inputs: dict[str, Tensor], path: str | Path,
 
 def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18,
                 log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Export every stage of ``model`` to ``out_dir/<stage>.onnx``.
+    """Export every stage of ``model`` (its family's ``stages``) to ``out_dir/<stage>.onnx``.
 
-    Returns the stage manifests (``core/bundle.py``): role, inputs and outputs
-    (shape with a symbolic ``"batch"`` axis, dtype), ``files`` (``{"fp32": name}``)
-    and the ``exporter`` used (``dynamo`` or ``torchscript``).
+    Returns the stage manifests in run order (``core/bundle.py``): role, inputs and
+    outputs (shape with a symbolic ``"batch"`` axis, dtype), ``files`` (``{"fp32":
+    name}``), ``replaces`` (when the stage stands in for others) and the ``exporter``
+    used (``dynamo`` or ``torchscript``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    examples = stage_examples(model, batch=2)
     stages: dict[str, dict[str, Any]] = {}
-    for name, module in stage_modules(model).items():
-        inputs = examples[name]
+    for spec in family_of(model).stages(model, batch=2):
+        module, inputs = spec.module.eval(), dict(spec.example)
+        if tuple(inputs) != tuple(spec.inputs):
+            raise MicrogestureError(f"stage {spec.name}: its example inputs {list(inputs)} are not "
+                                    f"its declared inputs {list(spec.inputs)}")
         if log:
-            log(f"exporting the {name} stage to ONNX (opset {opset})")
+            log(f"exporting the {spec.name} stage to ONNX (opset {opset})")
         with torch.no_grad():
             outputs = module(*inputs.values())
-        path = out_dir / f"{name}.onnx"
-        info = export_stage(module, inputs, path, opset)
-        _set_metadata(path, file_metadata(model, name))
-        stages[name] = {
-            "role": ROLES[name],
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        if len(outputs) != len(spec.outputs):
+            raise MicrogestureError(f"stage {spec.name} returned {len(outputs)} outputs but declares "
+                                    f"{len(spec.outputs)} ({', '.join(spec.outputs)})")
+        path = out_dir / f"{spec.name}.onnx"
+        info = export_stage(module, inputs, path, opset, output_names=tuple(spec.outputs))
+        _set_metadata(path, file_metadata(model, spec.name, spec.role))
+        stages[spec.name] = {
+            "role": spec.role,
             "inputs": {n: _spec(t.shape, t.dtype) for n, t in inputs.items()},
-            "outputs": {module.output_names[0]: _spec(outputs.shape, outputs.dtype)},
+            "outputs": {n: _spec(t.shape, t.dtype) for n, t in zip(spec.outputs, outputs)},
             "files": {"fp32": path.name},
+            **({"replaces": list(spec.replaces)} if spec.replaces else {}),
             **info,
         }
     return stages

@@ -1,6 +1,8 @@
 """INT8 stages for CPUs (ONNX Runtime quantization).
 
-- ``visual`` and ``head`` (transformers: matrix products): DYNAMIC int8 --
+Which method a stage gets follows from its inputs (:func:`method_for`), not its name.
+
+- stages over frames or features (CLIP-MG's ``visual`` and ``head``; transformers: matrix products): DYNAMIC int8 --
   ``quantize_dynamic`` with int8 weights on MatMul/Gemm; activations are
   quantized on the fly, so no calibration is needed. ViT-B/16 runs about 2.5x
   faster at a cosine of 0.9998 to fp32 (DESIGN.md). Weights use 7 bits
@@ -10,7 +12,7 @@
   tiny test model's int8 head fell to a cosine of 0.974 to fp32 with 8-bit
   weights and is at 0.99995 with 7-bit ones. A bundle runs on CPUs other than
   the one that exported it, so the export does not depend on the exporting CPU.
-- ``pose`` (3D convolutions): STATIC int8 in QDQ format -- ``quantize_static``
+- stages over heatmaps only (CLIP-MG's ``pose``; 3D convolutions): STATIC int8 in QDQ format -- ``quantize_static``
   with per-channel int8 weights and uint8 activations whose ranges come from a
   few calibration windows' heatmaps (a :class:`HeatmapReader`). Dynamic int8 on
   convolutions is several times SLOWER than fp32 in ONNX Runtime (DESIGN.md).
@@ -37,7 +39,14 @@ import numpy as np
 from microgesture.core.errors import MicrogestureError
 
 DYNAMIC_OPS = ("MatMul", "Gemm")
-METHODS = {"visual": "dynamic", "head": "dynamic", "pose": "static-qdq", "pose_segment": "static-qdq"}
+
+
+def method_for(stage: dict[str, Any]) -> str:
+    """How a stage is quantized, from what it reads: a stage that reads only
+    ``heatmaps`` is a CNN over pose maps (CLIP-MG's ``pose`` and ``pose_segment``, a
+    PoseC3D): static QDQ calibrated on heatmaps; anything else (transformers over
+    frames or earlier stages' outputs): dynamic."""
+    return "static-qdq" if list(stage.get("inputs", {})) == ["heatmaps"] else "dynamic"
 
 
 def _require_quantization():
@@ -185,7 +194,7 @@ def quantize_stages(bundle_dir: str | Path, stages: dict[str, dict[str, Any]],
             continue
         src = bundle_dir / stage["files"]["fp32"]
         dst = bundle_dir / f"{name}.int8.onnx"
-        method = METHODS.get(name, "dynamic")
+        method = method_for(stage)
         if log:
             log(f"quantizing the {name} stage to int8 ({method})")
         try:

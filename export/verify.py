@@ -4,9 +4,8 @@ Every precision is checked on two sets of inputs:
 
 - ``random``: fresh random windows (``core.models.example_inputs`` with a seed the
   export never used): frames, heatmaps and joints of the right shapes;
-- ``real``: clips from a dataset folder (loaded through
-  ``microgesture.training.datasets/transforms``, imported lazily inside
-  :func:`load_clips` -- the one place ``export`` touches ``training``), or, when
+- ``real``: clips from a dataset folder (``core.dataset_index`` and
+  ``core.windowing``, as training's evaluation reads them), or, when
   no dataset is given, :func:`synthetic_windows`: Gaussian heatmaps of smoothly
   moving random joints, shaped like real ones (the report says which).
 
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.core.models import example_inputs
 
 REL_FLOOR = 1e-3
@@ -158,21 +158,31 @@ def probe_load(path: str | Path, timeout: float = 300.0) -> None:
 
 def _run_ort(session, inputs: Mapping[str, Any], chunk: int = 32) -> np.ndarray:
     """The first output of ``session`` on ``inputs`` (numpy or tensors), in batch chunks."""
-    arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-              .astype(np.float32, copy=False) for k, v in inputs.items()}
+    return _run_ort_all(session, inputs, chunk)[0]
+
+
+def _run_ort_all(session, inputs: Mapping[str, Any], chunk: int = 32) -> list[np.ndarray]:
+    """Every output of ``session`` on ``inputs`` (numpy or tensors), in batch chunks."""
+    arrays = {k: _as_numpy(v) for k, v in inputs.items()}
     n = len(next(iter(arrays.values())))
-    outs = [session.run(None, {k: np.ascontiguousarray(v[i:i + chunk]) for k, v in arrays.items()})[0]
-            for i in range(0, n, chunk)]
-    return np.concatenate(outs)
+    parts = [session.run(None, {k: np.ascontiguousarray(v[i:i + chunk]) for k, v in arrays.items()})
+             for i in range(0, n, chunk)]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
 @torch.no_grad()
-def _run_torch(fn: Callable, inputs: Mapping[str, Any], chunk: int = 32) -> np.ndarray:
+def _run_torch_all(fn: Callable, inputs: Mapping[str, Any], chunk: int = 32) -> list[np.ndarray]:
+    """Every output of ``fn(**inputs)`` (a tuple of tensors), in batch chunks."""
     tensors = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v).float()
                for k, v in inputs.items()}
     n = len(next(iter(tensors.values())))
-    return torch.cat([fn(**{k: v[i:i + chunk] for k, v in tensors.items()})
-                      for i in range(0, n, chunk)]).numpy()
+    parts = [fn(**{k: v[i:i + chunk] for k, v in tensors.items()}) for i in range(0, n, chunk)]
+    return [torch.cat([p[j] for p in parts]).numpy() for j in range(len(parts[0]))]
+
+
+def _run_torch(fn: Callable, inputs: Mapping[str, Any], chunk: int = 32) -> np.ndarray:
+    """``fn(**inputs)`` (one tensor), in batch chunks."""
+    return _run_torch_all(lambda **kw: (fn(**kw),), inputs, chunk)[0]
 
 
 def verify_stage(torch_fn: Callable, onnx_path: str | Path, inputs: Mapping[str, Any],
@@ -202,31 +212,40 @@ def random_windows(config, windows: int = 2, seed: int = 12345) -> dict[str, tor
 
 def synthetic_windows(config, windows: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """Windows shaped like real ones without a dataset: joints drifting smoothly
-    around the crop (some missing), their Gaussian heatmaps (``core.heatmaps``, the
-    function training and streaming use) and noise frames. For calibration and
+    around the crop (some missing), their heatmaps (``core.heatmaps``, the functions
+    training and streaming use: joint or limb maps, as the family's window asks) and
+    noise frames, with the keys of the family's window. For calibration and
     reduced-precision checks when no clips are given."""
-    from microgesture.core.heatmaps import joint_heatmaps
+    from microgesture.core.heatmaps import joint_heatmaps, limb_heatmaps
     from microgesture.core.layouts import get_layout
 
+    spec = family_of(config).window(config)
     rng = np.random.default_rng(seed)
-    v = get_layout(config.pose.layout).num_joints
-    p, r, hm = config.pose_frames, config.rgb_frames, config.pose.heatmap_size
-    step = p // r
-    frames, heatmaps, joints = [], [], []
+    layout = get_layout(spec.layout)
+    v, r, s = layout.num_joints, spec.rgb_frames, spec.image_size
+    p = spec.pose_frames or r
+    out: dict[str, list] = {k: [] for k in spec.keys()}
     for _ in range(windows):
         start = rng.uniform(0.2, 0.8, (1, v, 2))
         drift = np.cumsum(rng.normal(0, 0.01, (p, v, 2)), axis=0)
         xy = np.clip(start + drift, 0.0, 1.0)
         score = rng.uniform(0.4, 1.0, (1, v)) * (rng.random((1, v)) > 0.15)
         score = np.repeat(score, p, 0)
-        heatmaps.append(joint_heatmaps(xy * hm - 0.5, score, (hm, hm), config.pose.sigma))
-        at = np.arange(r) * step + step // 2
-        joints.append(np.concatenate([xy[at], score[at, :, None]], -1) * (score[at, :, None] > 0))
-        s = config.clip.image_size
-        frames.append(rng.normal(0, 1, (r, 3, s, s)))
-    return {"frames": torch.tensor(np.stack(frames), dtype=torch.float32),
-            "heatmaps": torch.tensor(np.stack(heatmaps), dtype=torch.float32),
-            "joints": torch.tensor(np.stack(joints), dtype=torch.float32)}
+        if spec.heatmaps is not None:
+            hm = spec.heatmaps.size
+            if spec.heatmaps.kind == "limbs":
+                maps = limb_heatmaps(xy * hm - 0.5, score, layout.limb_set(spec.heatmaps.limbs), (hm, hm),
+                                     spec.heatmaps.sigma)
+            else:
+                maps = joint_heatmaps(xy * hm - 0.5, score, (hm, hm), spec.heatmaps.sigma)
+            out["heatmaps"].append(maps)
+        if spec.joints:
+            step = p // r
+            at = np.arange(r) * step + step // 2
+            out["joints"].append(np.concatenate([xy[at], score[at, :, None]], -1) * (score[at, :, None] > 0))
+        if r:
+            out["frames"].append(rng.normal(0, 1, (r, 3, s, s)))
+    return {k: torch.tensor(np.stack(x), dtype=torch.float32) for k, x in out.items()}
 
 
 def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clips: int = 16,
@@ -237,11 +256,11 @@ def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clip
     given, calibration clips from the others; when a side has no clips both draw
     from every clip (``info["overlap"]``). Each batch is a dict of stacked
     ``frames``, ``heatmaps``, ``joints`` and ``labels`` (None when the dataset's
-    classes are not the model's). Imports ``microgesture.training`` lazily: the
-    only place the exporter reads datasets.
+    classes are not the model's); a clip that cannot be read is left out. Windows
+    come from ``core.windowing`` as training's evaluation reads them.
     """
-    from microgesture.training.datasets import open_dataset
-    from microgesture.training.transforms import ClipDataset
+    from microgesture.core.dataset_index import open_dataset
+    from microgesture.core.windowing import WindowReader
 
     index = open_dataset(data)
     if len(index.classes) != config.num_classes:
@@ -259,14 +278,23 @@ def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clip
         verify_pool, calib_pool = everything, everything[verify_clips:]
     verify_pool, calib_pool = verify_pool or everything, calib_pool or everything
     verify_pool, calib_pool = verify_pool[:verify_clips], calib_pool[:calibration_clips]
-    dataset = ClipDataset(index, config, train=False, seed=seed)
+    reader = WindowReader(family_of(config).window(config))
 
     def batch(pool):
         if not pool:
             return None
-        items = [dataset[i] for i in pool]
-        out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "heatmaps", "joints")}
-        out["labels"] = torch.stack([it["label"] for it in items]).numpy() if labels_match else None
+        items, labels = [], []
+        for i in pool:
+            try:
+                items.append(reader.read(index.records[i]))
+            except (MicrogestureError, OSError, ValueError):  # an unreadable clip: the others still verify
+                continue
+            labels.append(index.records[i].label)
+        if not items:
+            raise MicrogestureError(f"none of the clips of {data} chosen for verification could be read: "
+                                    "check the dataset (microgesture data-check), or export without --data")
+        out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+        out["labels"] = np.asarray(labels, dtype=np.int64) if labels_match else None
         out["source"] = str(data)
         return out
 
@@ -280,57 +308,86 @@ def load_clips(data: str | Path, config, verify_clips: int = 8, calibration_clip
 
 # ----------------------------------------------------------------------------- the bundle
 
+def _as_numpy(x) -> np.ndarray:
+    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(
+        np.float32, copy=False)
+
+
+def _ort_runner(sessions: Mapping[str, Any]) -> Callable[[str, dict], dict[str, np.ndarray]]:
+    """``run(stage, feeds) -> {output: array}`` on ONNX Runtime sessions, in batch chunks."""
+
+    def run(name: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        session = sessions[name]
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, _run_ort_all(session, feeds)))
+
+    return run
+
+
+def _torch_runner(specs: Mapping[str, Any]) -> Callable[[str, dict], dict[str, np.ndarray]]:
+    """``run(stage, feeds) -> {output: array}`` on the family's PyTorch stage wrappers."""
+
+    def run(name: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        spec = specs[name]
+
+        def fn(**kw):
+            out = spec.module(*(kw[n] for n in spec.inputs))
+            return out if isinstance(out, (tuple, list)) else (out,)
+
+        return dict(zip(spec.outputs, _run_torch_all(fn, feeds)))
+
+    return run
+
+
+def _flat(out: Mapping[str, np.ndarray], spec) -> np.ndarray:
+    """A stage's outputs as one (samples, features) array; per-frame and per-segment
+    stages are compared per frame or segment, as they run."""
+    per_item = spec.role in ("per-frame", "per-segment")
+    arrays = [np.asarray(out[n]) for n in spec.outputs]
+    if len(arrays) == 1 and not per_item:
+        return arrays[0]
+    n = arrays[0].shape[0] * (arrays[0].shape[1] if per_item else 1)
+    return np.concatenate([a.reshape(n, -1) for a in arrays], axis=1)
+
+
 def _chain(model: nn.Module, sessions: dict[str, Any], window: Mapping[str, torch.Tensor],
-           cache: dict[str, np.ndarray] | None = None):
-    """Torch reference outputs per stage and the ONNX outputs, chained as streaming runs them.
+           cache: dict[str, Any] | None = None):
+    """Torch reference outputs per stage and the ONNX outputs, composed as streaming runs
+    them (``core.family.run_stages``).
 
-    Returns ``{stage: (ref, ort)}`` with each stage fed the PyTorch outputs of the
-    stage before (so a stage's error is its own), and ``(logits_ref,
-    logits_chained)`` with ``logits_ref = model.forward`` and ``logits_chained``
-    the head run on the ONNX visual and pose outputs. ``cache`` keeps the PyTorch
-    outputs for this window between calls (one per precision)."""
-    from microgesture.export.onnx_export import head_inputs
+    Returns ``{stage: (ref, ort)}`` with each stage fed the PyTorch values of its inputs
+    (so a stage's error is its own; a stage that replaces others is run on the window too,
+    its outputs compared with the PyTorch stages it replaces), and ``(logits_ref,
+    logits_chained)`` with ``logits_ref`` the family's whole-window forward
+    (``ModelFamily.predict``) and ``logits_chained`` the ONNX stages composed. ``cache``
+    keeps the PyTorch values for this window between calls (one per precision)."""
+    from microgesture.core.family import run_stages
 
+    family = family_of(model)
+    specs = {s.name: s for s in family.stages(model) if s.name in sessions}
+    segments = family.window(model.config).segments
     cache = {} if cache is None else cache
-
-    def torch_out(key, fn, inputs):
+    inputs = {k: _as_numpy(v) for k, v in window.items() if k != "labels"}
+    if "values" not in cache:  # the PyTorch stages composed (the reference values)
+        cache["values"] = run_stages(list(specs.values()), inputs, _torch_runner(specs), segments)
+    ref_values = cache["values"]
+    ort, torch_run = _ort_runner(sessions), _torch_runner(specs)
+    per_stage = {}
+    for name, spec in specs.items():
+        feeds = {n: ref_values[n] for n in spec.inputs}
+        key = f"stage:{name}"
         if key not in cache:
-            cache[key] = _run_torch(fn, inputs)
-        return cache[key]
-
-    def fuse(**kw):
-        return model.fuse(kw.get("tokens"), kw.get("pose"), kw.get("joints"))
-
-    frames, heatmaps, joints = window["frames"], window["heatmaps"], window["joints"]
-    b, r = frames.shape[:2]
-    per_stage, ref_out, ort_out = {}, {}, {}
-    if "visual" in sessions:
-        flat = {"frames": frames.flatten(0, 1)}
-        ref = torch_out("visual", model.encode_frames, flat)
-        got = _run_ort(sessions["visual"], flat)
-        per_stage["visual"] = (ref, got)
-        ref_out["tokens"] = ref.reshape(b, r, *ref.shape[1:])
-        ort_out["tokens"] = got.reshape(b, r, *got.shape[1:])
-    if "pose" in sessions:
-        ref = torch_out("pose", model.encode_pose, {"heatmaps": heatmaps})
-        got = _run_ort(sessions["pose"], {"heatmaps": heatmaps})
-        per_stage["pose"] = (ref, got)
-        ref_out["pose"], ort_out["pose"] = ref, got
-    if "pose_segment" in sessions:  # the window's segments one by one, against the whole window
-        from microgesture.export.onnx_export import window_segments
-
-        ref = torch_out("pose", model.encode_pose, {"heatmaps": heatmaps})
-        got = _run_ort(sessions["pose_segment"], {"heatmaps": window_segments(heatmaps, r)})
-        per_stage["pose_segment"] = (ref.reshape(b * r, -1), got)
-    ref_out["joints"] = ort_out["joints"] = joints.numpy()
-    names = head_inputs(model)
-    head_ref_inputs = {n: ref_out[n] for n in names}
-    ref = torch_out("head", fuse, head_ref_inputs)
-    per_stage["head"] = (ref, _run_ort(sessions["head"], head_ref_inputs))
-    logits_chained = _run_ort(sessions["head"], {n: ort_out[n] for n in names})
-    logits_ref = torch_out("forward", lambda **kw: model(**kw),
-                           {"frames": frames, "heatmaps": heatmaps, "joints": joints})
-    return per_stage, (logits_ref, logits_chained)
+            cache[key] = run_stages([spec], feeds, torch_run, segments, use=[name])
+        ref = {n: cache[key][n] for n in spec.outputs}
+        got = run_stages([spec], feeds, ort, segments, use=[name])
+        if spec.replaces:  # it must give what the stages it replaces give
+            ref = {n: ref_values[n] for n in spec.outputs}
+        per_stage[name] = (_flat(ref, spec), _flat(got, spec), spec.outputs == ("logits",))
+    logits_chained = run_stages(list(specs.values()), inputs, ort, segments)["logits"]
+    if "forward" not in cache:
+        cache["forward"] = _run_torch(lambda **kw: family.predict(model, kw),
+                                      {k: v for k, v in window.items() if k != "labels"})
+    return per_stage, (cache["forward"], logits_chained)
 
 
 def verify_bundle(model: nn.Module, bundle_dir: str | Path, stages: Mapping[str, Mapping[str, Any]],
@@ -369,22 +426,24 @@ def verify_bundle(model: nn.Module, bundle_dir: str | Path, stages: Mapping[str,
     else:
         real, source = dict(real_inputs), real_inputs.get("source", "clips")
     labels = real.get("labels")
-    sets = {"random": random_windows(model.config, random_count, random_seed),
-            "real": {k: torch.as_tensor(real[k]) for k in ("frames", "heatmaps", "joints")}}
+    random = random_windows(model.config, random_count, random_seed)
+    keys = set(random) | set(family_of(model).window(model.config).keys())
+    sets = {"random": random,
+            "real": {k: torch.as_tensor(v) for k, v in real.items() if k in keys and v is not None}}
 
     tol = TOLERANCES[precision]
     report: dict[str, Any] = {
         "tolerance": {k: (list(v) if isinstance(v, tuple) else v) for k, v in tol.items()},
         "inputs": {"random": {"windows": random_count, "seed": random_seed},
-                   "real": {"windows": int(len(sets["real"]["frames"])), "source": source}},
+                   "real": {"windows": int(len(next(iter(sets["real"].values())))), "source": source}},
         "stages": {n: {} for n in stages}, "window": {}}
     problems: list[str] = []
     for set_name, window in sets.items():
         per_stage, (logits_ref, logits_got) = _chain(
             model, sessions, window, None if cache is None else cache.setdefault(set_name, {}))
         judged = set_name in tol["on"]
-        for name, (ref, got) in per_stage.items():
-            metrics = compare(ref, got, logits=name == "head")
+        for name, (ref, got, is_logits) in per_stage.items():
+            metrics = compare(ref, got, logits=is_logits)
             report["stages"][name][set_name] = metrics
             if judged:
                 problems += check(metrics, _stage_tolerance(precision),

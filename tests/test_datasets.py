@@ -339,19 +339,19 @@ def test_challenge_records_and_coordinates(tmp_path, coords):
     # every coordinate convention gives back the pixels make_challenge placed the person at
     # (box 700..1200 x 200..1000 of a 1920x1080 frame): joints in the model's crop, computed
     # here from those pixels and the documented crop (PoseCompact: padding 0.25, square)
-    item = ClipDataset(open_dataset(root, split="train"), TINY.replace(modality="pose"), train=False)[0]
+    # (no videos: a pose-only model, whose window has no joints; its heatmaps at 128 px
+    # place each joint to within half a pixel, 0.4 % of the crop)
+    item = ClipDataset(open_dataset(root, split="train"),
+                       TINY.replace({"modality": "pose", "pose.heatmap_size": 128}), train=False)[0]
+    assert set(item) == {"heatmaps", "label", "index"}
     kp, _ = person("coco18", 1, box=(700, 200, 1200, 1000))
     present = np.array([c in get_layout("imigue22").canonical for c in get_layout("coco18").canonical])
     pts = kp[0][present] + 0.5                                    # pixel centres, slice convention
     centre, side = (pts.min(0) + pts.max(0)) / 2, 1.25 * (pts.max(0) - pts.min(0)).max()
     expected = (pts - (centre - side / 2)) / side
-    joints = item["joints"].numpy()                               # (R, V, 3)
-    assert (joints[:, present, 2] > 0).all() and (joints[:, ~present] == 0).all()
-    np.testing.assert_allclose(joints[:, present, :2], np.broadcast_to(expected, joints[:, present, :2].shape),
-                               atol=4e-3)
-    heatmaps = item["heatmaps"].numpy()                           # (V, P, 16, 16)
+    heatmaps = item["heatmaps"].numpy()                           # (V, P, 128, 128)
     assert heatmaps[~present].max() == 0
-    for v, (x, y) in zip(np.flatnonzero(present), expected * 16 - 0.5):
+    for v, (x, y) in zip(np.flatnonzero(present), expected * 128 - 0.5):
         assert np.abs(peak(heatmaps[v, 0]) - (x, y)).max() <= 0.5 + 1e-6, get_layout("coco18").joints[v]
 
 
@@ -551,7 +551,7 @@ def test_bad_video_is_skipped_and_counted_or_raises(tmp_path, caplog):
 def test_pose_only_data(tmp_path):
     index = open_dataset(make_own(tmp_path / "ds", [("c1", "a", "s1")], videos=False))
     item = ClipDataset(index, TINY.replace(modality="pose"), train=True)[0]
-    assert torch.count_nonzero(item["frames"]) == 0 and item["heatmaps"].max() > 0.5
+    assert "frames" not in item and "joints" not in item and item["heatmaps"].max() > 0.5
     with pytest.raises(MicrogestureError, match="no video.*modality='pose'"):
         ClipDataset(index, TINY, train=True)
 

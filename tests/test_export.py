@@ -71,11 +71,17 @@ def test_bundle_is_complete_checked_and_described(full, synth):
     assert window["span_s"] == pytest.approx(clip_frames / fps, abs=1e-4) and window["fps"] == fps
     assert window["span_source"] == "median training clip"
     assert (window["rgb_frames"], window["pose_frames"], window["layout"]) == (4, 8, "coco18")
+    # today's keys as before, the family's window (notes/MANIFEST.md) after them
+    assert (window["heatmap_size"], window["sigma"], window["image_size"]) == (16, 1.0, 32)
+    assert (window["heatmap_kind"], window["heatmap_crop"], window["joints"], window["segments"]) == (
+        "joints", "person", True, 4)
+    assert window["spec"]["rgb_frames"] == 4 and window["spec"]["heatmaps"]["size"] == 16
     assert manifest["versions"]["opset"] == 18 and manifest["versions"]["exporter"] == "dynamo"
     stages = manifest["stages"]
     # the paper's aligned windows: the pose CNN also per segment, for streaming to reuse
     assert list(stages) == ["visual", "pose", "pose_segment", "head"]
     assert stages["pose_segment"]["role"] == "per-segment"
+    assert stages["pose_segment"]["replaces"] == ["pose"] and "replaces" not in stages["pose"]
     assert stages["pose_segment"]["inputs"]["heatmaps"]["shape"] == ["batch", 18, 2, 16, 16]
     assert list(stages["head"]["inputs"]) == ["tokens", "pose", "joints"]
     assert stages["visual"]["inputs"]["frames"]["shape"] == ["batch", 3, 32, 32]

@@ -3,9 +3,12 @@
 import pytest
 import torch
 
-from microgesture.core.config import ABLATIONS, MODELS, config_from_dict, get_config
+from microgesture.core.config import MODELS, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError, UnknownNameError
+from microgesture.core.family import get_family
 from microgesture.core.models import create_model, example_inputs
+
+ABLATIONS = get_family("clip-mg").ablations
 
 
 

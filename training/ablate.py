@@ -1,4 +1,4 @@
-"""The paper's ablation set, trained and evaluated with one command, as a table."""
+"""A model family's ablation set (CLIP-MG: the paper's), trained and evaluated with one command, as a table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from microgesture.core.checkpoint import atomic_write
-from microgesture.core.config import ABLATIONS
+from microgesture.core.config import get_config
 from microgesture.core.errors import UnknownNameError
+from microgesture.core.family import family_of
 from microgesture.training import plots
 from microgesture.training.evaluate import evaluate
 from microgesture.training.trainer import STATE_FILE, TrainOptions, train
@@ -21,11 +22,13 @@ def run_ablations(options: TrainOptions, names: list[str] | None = None, clips: 
     """Train and evaluate every ablation into ``options.out/<name>``; write
     ``ablations.md``, ``ablations.json`` and ``ablations.png`` in ``options.out``.
     A finished ablation is not trained again (delete its folder to redo it), and
-    an interrupted one resumes, so the command can simply be run again."""
-    names = names or list(ABLATIONS)
+    an interrupted one resumes, so the command can simply be run again. The set is
+    the model family's (``ModelFamily.ablations``)."""
+    ablations = family_of(get_config(options.model)).ablations
+    names = names or list(ablations)
     for name in names:
-        if name not in ABLATIONS:
-            raise UnknownNameError("ablation", name, ABLATIONS)
+        if name not in ablations:
+            raise UnknownNameError("ablation", name, ablations)
     out = Path(options.out)
     rows = []
     for name in names:
@@ -33,10 +36,10 @@ def run_ablations(options: TrainOptions, names: list[str] | None = None, clips: 
         if progress:
             print(f"== ablation {name}", file=sys.stderr)
         sub = dataclasses.replace(options, out=str(run),
-                                  overrides={**options.overrides, **ABLATIONS[name]})
+                                  overrides={**options.overrides, **ablations[name]})
         summary = train(sub, resume=(run / STATE_FILE).exists(), progress=progress)
         report = evaluate(run, clips=clips, workers=options.workers, progress=progress)
-        rows.append({"ablation": name, "overrides": ABLATIONS[name], "top1": report["top1"],
+        rows.append({"ablation": name, "overrides": ablations[name], "top1": report["top1"],
                      "top5": report["top5"], "macro_f1": report["macro_f1"],
                      "best_epoch": summary["best_epoch"], "test_clips": report["clips"]})
     table = ["| ablation | top-1 | top-5 | macro-F1 |", "|---|---|---|---|"]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from microgesture.core.checkpoint import atomic_write, describe, load_checkpoint, run_checkpoint
-from microgesture.core.config import ClipMGConfig
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.training import plots, splits
 from microgesture.training.datasets import open_dataset
 from microgesture.training.metrics import classification_report
@@ -44,8 +44,9 @@ def _resolve(run_or_checkpoint: str | Path) -> tuple[Path, Path, dict | None]:
 def predict(model, dataset_views: list[ClipDataset], batch_size: int, workers: int,
             progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """Average softmax over the views; returns (scores (N, C), labels (N,), aux) where
-    aux holds CLIP-MG's first clip with its patch relevance and every gate value
-    of the first view."""
+    aux holds what the model's family collects on the first view
+    (``ModelFamily.evaluation_extras``; CLIP-MG: its first clip with a person and
+    its patch relevance, and every gate value)."""
     total = None
     labels = None
     aux: dict = {}
@@ -68,24 +69,12 @@ def predict(model, dataset_views: list[ClipDataset], batch_size: int, workers: i
 
 
 def _forward(model, batch, collect: dict | None):
-    if collect is None or not isinstance(model.config, ClipMGConfig) or not model.use_visual:
-        return model(batch["frames"], batch["heatmaps"], batch["joints"])
-    b, r = batch["frames"].shape[:2]
-    tokens = model.encode_frames(batch["frames"].flatten(0, 1)).unflatten(0, (b, r))
-    pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
-    logits, aux = model.fuse(tokens, pose, batch["joints"], return_aux=True)
-    if "frames" not in collect:   # the first clip with a person in every RGB frame
-        person = (batch["joints"][..., 2] > 0).any(-1).all(-1)
-        if person.any():
-            i = int(person.nonzero()[0, 0])
-            collect.update(frames=batch["frames"][i], relevance=aux["relevance"][i],
-                           clip=len(collect.get("seen", ())) + i, person=True)
-        else:
-            collect.setdefault("no_person", (batch["frames"][0], aux["relevance"][0]))
-        collect.setdefault("seen", []).extend([None] * len(person))
-    if "gate" in aux:
-        collect.setdefault("gates", []).append(aux["gate"].numpy())
-    return logits
+    """The family's evaluation forward; on the first view also what it can show
+    (``ModelFamily.evaluation_extras``: CLIP-MG's patch relevance and gate values)."""
+    family = family_of(model)
+    if collect is None:
+        return family.predict(model, batch)
+    return family.evaluation_extras(model, batch, collect)
 
 
 def evaluate(run_or_checkpoint: str | Path, data: str | None = None, clips: int = 1,
@@ -142,8 +131,9 @@ def _pictures(report, config, out_dir: Path, aux: list[dict], in_run: bool) -> l
     elif "frames" in aux:
         title = f"pose-guided patch relevance, test clip {aux['clip']} (first with a person)"
     if "frames" in aux:
-        mean = torch.tensor(config.clip.mean).view(1, 3, 1, 1)
-        std = torch.tensor(config.clip.std).view(1, 3, 1, 1)
+        spec = family_of(config).window(config)
+        mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std).view(1, 3, 1, 1)
         frames = ((aux["frames"] * std + mean).clamp(0, 1) * 255).byte()
         frames = frames.permute(0, 2, 3, 1).numpy()
         side = int(round(aux["relevance"].shape[-1] ** 0.5))

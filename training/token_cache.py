@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.core.paths import atomic_write
 from microgesture.training.transforms import ClipDataset, make_loader
 
@@ -70,7 +71,7 @@ def frozen_tokens(visual: nn.Module, frames: Tensor, count: int) -> Tensor:
 
 
 def tokens_from_hidden(model: nn.Module, hidden: Tensor, count: int) -> Tensor:
-    """The trainable rest of ``ClipMG.encode_frames``: hidden tokens (N, T, width) ->
+    """The trainable rest of the model's per-frame CLIP encoding (CLIP-MG's ``encode_frames``): hidden tokens (N, T, width) ->
     (N, 1 + patches, D), CLS first, projected into the CLIP embedding."""
     visual = model.visual
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -88,13 +89,12 @@ def forward(model: nn.Module, batch: dict[str, Tensor], count: int | None = None
     """Logits for a batch: from cached ``hidden`` tokens when the batch has them (only
     the trainable part runs), else the whole model."""
     if "hidden" not in batch:
-        return model(batch["frames"], batch["heatmaps"], batch["joints"])
+        return family_of(model).predict(model, batch)
     hidden = batch["hidden"].to(torch.float32)
     b, r = hidden.shape[:2]
     count = frozen_blocks(model.visual) if count is None else count
     tokens = tokens_from_hidden(model, hidden.flatten(0, 1), count).unflatten(0, (b, r))
-    pose = model.encode_pose(batch["heatmaps"]) if model.use_pose else None
-    return model.fuse(tokens, pose, batch["joints"])
+    return family_of(model).predict_from_tokens(model, tokens, batch)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -136,7 +136,7 @@ class CachedClips(torch.utils.data.Dataset):
         item = self.base[i]
         j = int(item["index"])
         item["hidden"] = torch.from_numpy(np.array(self._tokens[self.base.epoch % self.views, j]))
-        del item["frames"]
+        item.pop("frames", None)
         return item
 
 
@@ -156,15 +156,17 @@ def build(model: nn.Module, dataset: ClipDataset, folder: Path, name: str, views
     before for the same clips, views and frozen weights is reused."""
     if views < 1:
         raise MicrogestureError(f"token_cache views must be at least 1, got {views}")
-    if not getattr(model, "use_visual", False):
-        raise MicrogestureError("--token-cache caches CLIP tokens; this model has no RGB input "
-                                "(modality pose): train without it")
+    if not family_of(model).token_cache_supported(model):
+        raise MicrogestureError(f"--token-cache caches CLIP tokens; model {model.config.name!r} has "
+                                "none to cache (no RGB input, e.g. modality pose, or a family "
+                                "without the cache): train without --token-cache")
     count = frozen_blocks(model.visual)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path, meta_path = folder / f"{name}.npy", folder / f"{name}.json"
     meta = json.loads(json.dumps(_meta(model, dataset, views, count)))   # as read back
-    r, size = model.config.rgb_frames, model.config.clip.image_size
+    spec = family_of(model).window(model.config)
+    r, size = spec.rgb_frames, spec.image_size
     probe = frozen_tokens(model.visual, torch.zeros(1, 3, size, size, device=device), count)
     shape = (views, len(dataset), r) + tuple(probe.shape[1:])
     if meta_path.is_file() and path.is_file():

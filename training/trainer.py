@@ -40,8 +40,9 @@ from torch import nn
 from microgesture.core.checkpoint import (KEEP_FILES, RUN_FILE, STATE_FILE, atomic_write,
                                           save_checkpoint)
 from microgesture.core.clip import load_torch_file, training_weights
-from microgesture.core.config import ClipMGConfig, ModelConfig, config_from_dict, get_config
+from microgesture.core.config import ModelConfig, config_from_dict, get_config
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import family_of
 from microgesture.core.models import create_model
 from microgesture.training import splits, token_cache
 from microgesture.training.datasets import open_dataset
@@ -132,14 +133,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def build_optimizer(model: nn.Module, config: ModelConfig, lr: float, name: str):
-    """AdamW or SGD; the pretrained CLIP blocks at ``backbone_lr_scale`` x lr; no
-    weight decay on biases, norms and embeddings."""
+    """AdamW or SGD; the pretrained weights (the family's ``backbone_prefixes``, CLIP-MG's
+    CLIP blocks) at ``backbone_lr_scale`` x lr; no weight decay on biases, norms and embeddings."""
     recipe = config.train
+    prefixes = tuple(family_of(config).backbone_prefixes)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for pname, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        backbone = pname.startswith("visual.")
+        backbone = bool(prefixes) and pname.startswith(prefixes)
         decay = p.ndim >= 2 and "embedding" not in pname
         groups.setdefault((backbone, decay), []).append(p)
     params = [{"params": ps, "lr": lr * (recipe.backbone_lr_scale if backbone else 1.0),
@@ -246,10 +248,11 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         raise MicrogestureError(f"keep must be one of {', '.join(KEEP_FILES)}, got {options.keep!r}")
     device = _device(options.device, local_rank)
     config, train_index, val_index, split_info = _prepare(options, run_info)
+    family = family_of(config)
     clip_weights = None
-    if run_info is None and isinstance(config, ClipMGConfig) and config.modality != "pose":
-        clip_weights, source = training_weights(config.clip, options.clip_weights)
-        config = config.replace({"clip.weights_source": source})
+    if run_info is None and family.uses_clip_weights(config):
+        clip_weights, source = training_weights(family.clip_tower(config), options.clip_weights)
+        config = family.with_clip_source(config, source)
         if rank == 0:
             print(f"{run}: CLIP weights: {source}", file=sys.stderr)
     if rank == 0:
@@ -309,6 +312,7 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
+        net.config = model.config  # the family's loss and predict read the config
     log = _Log(run, enabled=rank == 0)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
@@ -318,16 +322,18 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         net.train()
-        t0, seen, loss_sum = time.monotonic(), 0, 0.0
+        t0, seen, loss_sum, term_sums = time.monotonic(), 0, 0.0, {}
         bar = _progress(loader, f"epoch {epoch + 1}/{recipe.epochs}", progress and rank == 0)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                 enabled=amp_dtype is not None):
-                logits = (token_cache.forward(model, batch) if "hidden" in batch else
-                          net(batch["frames"], batch["heatmaps"], batch["joints"]))
-                loss = criterion(logits.float(), batch["label"])
+                if "hidden" in batch:  # cached tokens: the family's default loss on their logits
+                    terms = {"loss_ce": criterion(token_cache.forward(model, batch).float(), batch["label"])}
+                else:
+                    terms = family.loss(net, batch)
+                loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise MicrogestureError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}: lower --lr "
@@ -343,6 +349,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
                 scheduler.step()
             seen += len(batch["label"]) * world
             loss_sum += loss.item() * len(batch["label"])
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v.detach()) * len(batch["label"])
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[-1]:.2e}",
                                 clips_s=f"{seen / (time.monotonic() - t0):.1f}", refresh=False)
@@ -350,7 +358,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         if rank != 0:
             continue
         val = validate(model, val_loader, device, criterion)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen // world),
+        terms_mean = {k: v / max(1, seen // world) for k, v in term_sums.items()}
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen // world), **terms_mean,
                   "lr": scheduler.get_last_lr()[-1], "clips_per_s": seen / train_time,
                   "epoch_seconds": train_time, **val}
         extra = {"epoch": epoch + 1, "epochs": recipe.epochs, **val, "run": str(run)}
@@ -367,7 +376,8 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
         atomic_write(run / STATE_FILE, lambda tmp: torch.save(state, tmp))
         log.write(record)
         if progress:
-            print(f"epoch {epoch + 1}: loss {record['train_loss']:.3f}  val top1 "
+            parts = "".join(f" {k} {v:.3f}" for k, v in terms_mean.items()) if len(terms_mean) > 1 else ""
+            print(f"epoch {epoch + 1}: loss {record['train_loss']:.3f}{parts}  val top1 "
                   f"{val['val_top1']:.3f}  best {best['top1']:.3f}  "
                   f"{record['clips_per_s']:.1f} clips/s", file=sys.stderr)
     if world > 1:
@@ -388,13 +398,16 @@ def is_better(val: dict[str, float], best: dict[str, Any]) -> bool:
 
 @torch.no_grad()
 def validate(model: nn.Module, loader, device: torch.device, criterion) -> dict[str, float]:
-    """Top-1 and loss on a loader (one clip per item, no augmentation)."""
+    """Top-1 and loss on a loader (one clip per item, no augmentation): the family's
+    evaluation forward (or the token cache's, for cached items) and cross-entropy."""
     model.eval()
+    family = family_of(model)
     correct = total = 0
     loss_sum = 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = token_cache.forward(model, batch).float()
+        logits = (token_cache.forward(model, batch) if "hidden" in batch else
+                  family.predict(model, batch)).float()
         loss_sum += criterion(logits, batch["label"]).item() * len(batch["label"])
         correct += int((logits.argmax(1) == batch["label"]).sum())
         total += len(batch["label"])

@@ -1,31 +1,11 @@
-"""From a :class:`~microgesture.training.datasets.ClipRecord` to model inputs, sampled as the papers do.
+"""Model inputs for training and evaluation: a torch Dataset over a dataset index.
 
-:class:`ClipDataset` item ``i`` (keys as ``core.clip_mg``'s input contract):
-
-- ``frames``   float32 (R, 3, S, S): R RGB frames cropped to the clip's box, resized
-  to S, normalised with the config's mean/std (zeros for a pose-only model);
-- ``heatmaps`` float32 (V, P, H, W): Gaussian joint heatmaps of P pose frames in the
-  SAME box (``core.heatmaps.joint_heatmaps``, the function streaming uses);
-- ``joints``   float32 (R, V, 3): the joints at the R RGB frames, x and y as fractions
-  of the crop (0 at its left/top edge, 1 at its right/bottom edge), and the score;
-  a missing joint is (0, 0, 0);
-- ``label``, ``index`` int64 (the record's position in the index).
-
-Steps, for a clip of N frames (its skeleton, converted to ``config.pose.layout``):
-
-1. Sampling (:func:`sample_clip`): PoseC3D's ``UniformSampleFrames`` -- ``count``
-   equal segments, a random frame in each when training, the centre otherwise --
-   for the R RGB frames and the P pose frames. P is a multiple of R, so RGB
-   segment r is exactly pose segments [r P/R, (r + 1) P/R): the RGB frame lies in
-   the span of the pose frames its window averages. Short clips repeat frames.
-2. The box: ``compact_box`` of all the clip's keypoints (padding 0.25), made
-   square and rounded to whole pixels. Training jitters it: a square of
-   ``sqrt(u)`` times its side (u uniform in ``crop_scale``, an area fraction)
-   placed at random inside the box (or around it, for u > 1).
-3. Training flips with probability ``flip_prob``: images, heatmaps and joints
-   together, left and right joints swapped (``core.heatmaps.flip_heatmaps``).
-4. Frames: only the needed ones are decoded -- a seek to the first, then
-   sequential reads to the last -- cropped (zeros outside the image) and resized.
+:class:`ClipDataset` item ``i`` is the window of clip ``i`` as its model family
+asks (``core.family.WindowSpec``), assembled torch-free by
+``core.windowing.WindowReader`` (sampling, the crop, frames, heatmaps, joints; its
+docstring says how), as tensors: ``frames`` (R, 3, S, S), ``heatmaps`` (C, P, H, W),
+``joints`` (R, V, 3) as the window has them, and ``label``, ``index`` int64 (the
+record's position in the index).
 
 Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``: an item
 is the same in every process and worker for a given (seed, epoch, index), and
@@ -37,129 +17,20 @@ memory, so persistent workers see it.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from microgesture.core import imigue
+from microgesture.core.dataset_index import DatasetIndex
 from microgesture.core.errors import MicrogestureError
-from microgesture.core.heatmaps import compact_box, flip_heatmaps, joint_heatmaps
-from microgesture.core.layouts import convert, get_layout
-from microgesture.core.preprocess import (BOX_PADDING, _cv2, crop_resize, joints_in_box,
-                                          normalize_frames, square_box)
-from microgesture.core.sampling import sample_clip
-from microgesture.core.skeleton_io import IMIGUE_HEIGHT, IMIGUE_LAYOUT, IMIGUE_WIDTH, read_jsonl
-from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, DatasetIndex
+from microgesture.core.family import family_of
+from microgesture.core.preprocess import _cv2
+# where they were before they moved to core.windowing (old imports keep working)
+from microgesture.core.windowing import (Track, VideoClip, WindowReader, challenge_frames,  # noqa: F401
+                                         challenge_track, imigue_row_offsets, jsonl_track, read_imigue_rows)
 
 log = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------- skeletons
-
-@dataclass(frozen=True)
-class Track:
-    """A parsed skeleton file: ``frames`` (T,) video frame indices, ``keypoints``
-    (T, V, 2) pixels (NaN where missing), ``scores`` (T, V), layout and frame size."""
-
-    frames: np.ndarray
-    keypoints: np.ndarray
-    scores: np.ndarray
-    layout: str
-    width: int
-    height: int
-
-
-def challenge_track(sample: np.ndarray, coords: str, size: tuple[int, int], layout: str) -> Track:
-    """A Track from one challenge sample (3, T, V, M): the most confident person,
-    trailing all-zero (padding) frames dropped, coordinates scaled to pixels of ``size``
-    (``core.imigue.challenge_pose``)."""
-    kp, sc = imigue.challenge_pose(sample, coords, size)
-    return Track(np.arange(len(kp), dtype=np.int64), kp, sc, layout, *size)
-
-
-def jsonl_track(path) -> Track:
-    """A whole skeleton JSONL file (core.skeleton_io format)."""
-    frames, _, kp, sc, layout, w, h = read_jsonl(path)
-    return Track(frames, kp, sc, layout, w, h)
-
-
-def imigue_row_offsets(path) -> np.ndarray:
-    """int64 (T + 1,): the byte offset of each data row of an iMiGUE ``_light_hand.csv``
-    (blank lines and a header row excluded), then the file size (``core.imigue.row_offsets``)."""
-    return imigue.row_offsets(path)
-
-
-def read_imigue_rows(path, start: int, end: int, offsets: np.ndarray | None = None) -> Track:
-    """Frames [start, end) of an iMiGUE ``_light_hand.csv``, as ``read_imigue_csv`` reads
-    them (0,0,0 joints missing, confidences clipped to [0, 1]), without parsing the rest
-    of the long file. ``offsets``: from :func:`imigue_row_offsets` (computed if None)."""
-    kp, sc = imigue.read_rows(path, start, end, offsets)
-    return Track(np.arange(start, end, dtype=np.int64), kp, sc, IMIGUE_LAYOUT, IMIGUE_WIDTH, IMIGUE_HEIGHT)
-
-
-challenge_frames = imigue.challenge_frames
-
-
-# ----------------------------------------------------------------------------- video
-
-class VideoClip:
-    """A video opened for reading a few frames by index (RGB uint8)."""
-
-    def __init__(self, path):
-        cv2 = _cv2()
-        self.path = path
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise MicrogestureError(f"cannot open video {path}: not a video OpenCV can read (missing codec, "
-                                    "damaged or truncated file). Replace or re-encode it.")
-        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.frame_count = count if count > 0 else None
-        if self.width <= 0 or self.height <= 0:
-            self.close()
-            raise MicrogestureError(f"video {path} reports no frame size; it is damaged or not a video.")
-
-    def read(self, indices) -> dict[int, np.ndarray]:
-        """{index: RGB frame} for the given 0-based frame indices: a seek to the first,
-        then sequential reads to the last (frames in between are grabbed, not decoded)."""
-        cv2 = _cv2()
-        wanted = sorted({int(i) for i in indices})
-        first, last = wanted[0], wanted[-1]
-        pos = 0
-        if first > 0:
-            if self._cap.set(cv2.CAP_PROP_POS_FRAMES, first) and int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == first:
-                pos = first
-            else:  # no seeking in this file: start again from the beginning
-                self._cap.release()
-                self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        out, keep = {}, set(wanted)
-        for index in range(pos, last + 1):
-            if index in keep:
-                ok, bgr = self._cap.read()
-                ok = ok and bgr is not None and bgr.size > 0
-            else:
-                ok = self._cap.grab()
-            if not ok:
-                frames = f"{self.frame_count} frames by its header" if self.frame_count else "an unknown length"
-                raise MicrogestureError(f"cannot decode frame {index} of {self.path} (the clip needs frames "
-                                        f"{first}..{last}; the video has {frames}): the file is truncated or "
-                                        "damaged, or the clip's frame range goes beyond the video.")
-            if index in keep:
-                out[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return out
-
-    def close(self) -> None:
-        self._cap.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -167,9 +38,8 @@ class VideoClip:
 class ClipDataset(Dataset):
     """Model inputs for the clips of a :class:`DatasetIndex` (module docstring).
 
-    ``config``: a CLIP-MG config (``rgb_frames``, ``pose_frames``, ``clip.image_size``,
-    ``clip.mean/std``, ``pose.layout``, ``pose.heatmap_size``, ``pose.sigma``,
-    ``modality``). ``train``: random sampling, box jitter and flips.
+    ``config``: a model config (any registered family: its window says what an item
+    holds). ``train``: random sampling, box jitter and flips.
     ``skip_bad``: a clip whose files cannot be read is logged with its path,
     counted in ``self.bad`` (per process) and replaced by the next good clip;
     otherwise it raises. Test-time views (evaluation only): view ``clip`` of
@@ -182,15 +52,11 @@ class ClipDataset(Dataset):
     def __init__(self, index: DatasetIndex, config, train: bool, seed: int = 0, flip_prob: float = 0.5,
                  crop_scale: tuple[float, float] = (0.75, 1.0), skip_bad: bool = True, cache_size: int = 128,
                  clip: int = 0, num_clips: int = 1, flip: bool = False):
-        if not all(hasattr(config, a) for a in ("clip", "pose", "modality", "rgb_frames", "pose_frames")):
-            raise MicrogestureError(f"ClipDataset needs a CLIP-MG config (get_config('clip-mg-tiny'), ...), "
+        if not (hasattr(config, "arch") and hasattr(config, "num_classes")):
+            raise MicrogestureError(f"ClipDataset needs a model config (get_config('clip-mg-tiny'), ...), "
                                     f"got {type(config).__name__}.")
-        lo, hi = crop_scale
-        if not 0 < lo <= hi:
-            raise MicrogestureError(f"crop_scale must be (low, high) area fractions with 0 < low <= high, "
-                                    f"got {crop_scale!r}.")
-        if not 0 <= flip_prob <= 1:
-            raise MicrogestureError(f"flip_prob must lie in [0, 1], got {flip_prob!r}.")
+        spec = family_of(config).window(config)
+        self.reader = WindowReader(spec, flip_prob, crop_scale, cache_size)
         if not 0 <= clip < num_clips:
             raise MicrogestureError(f"clip must lie in [0, num_clips), got clip={clip}, num_clips={num_clips}.")
         if train and (num_clips != 1 or flip):
@@ -202,29 +68,23 @@ class ClipDataset(Dataset):
             raise MicrogestureError(f"{index.root} has labels up to {top} ({len(index.classes)} classes) but the "
                                     f"model config {config.name!r} has {config.num_classes}; build the model with "
                                     "labels=index.classes.")
-        self.needs_video = config.modality != "pose"
+        self.needs_video = self.reader.needs_video
         if self.needs_video:
             missing = [r for r in index.records if r.video is None]
             if missing:
                 raise MicrogestureError(
                     f"{len(missing)} of {len(index)} clips of {index.root} have no video (e.g. "
-                    f"{missing[0].clip_id!r}), but the model's modality {config.modality!r} needs RGB frames. "
-                    "Add the videos, or train a pose-only model (modality='pose').")
-        self.index, self.config, self.train, self.seed = index, config, bool(train), int(seed)
-        self.flip_prob, self.crop_scale, self.skip_bad = float(flip_prob), (float(lo), float(hi)), skip_bad
+                    f"{missing[0].clip_id!r}), but the model {config.name!r} needs RGB frames. "
+                    "Add the videos, or train a model without RGB input (CLIP-MG: modality='pose').")
+        self.index, self.config, self.spec, self.train, self.seed = index, config, spec, bool(train), int(seed)
+        self.skip_bad = skip_bad
         self.offset, self.flip = (clip + 0.5) / num_clips, bool(flip)
-        self.layout = get_layout(config.pose.layout)
-        self.mean = np.asarray(config.clip.mean, np.float32)
-        self.std = np.asarray(config.clip.std, np.float32)
-        self.cache_size = max(1, int(cache_size))
         self.decode_frames = True
         """False: items carry no ``frames`` (the token cache has them); every random draw
         (sampling, crop, flip) stays the same, so heatmaps and joints match the cached view."""
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.bad = 0
         self._bad_indices: set[int] = set()
-        self._tracks: OrderedDict = OrderedDict()
-        self._arrays: dict = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -236,11 +96,6 @@ class ClipDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """The epoch for the random crops and flips; seen by all workers (shared memory)."""
         self._epoch[0] = int(epoch)
-
-    def __getstate__(self):  # caches stay behind when a worker is spawned
-        state = self.__dict__.copy()
-        state["_tracks"], state["_arrays"] = OrderedDict(), {}
-        return state
 
     # ------------------------------------------------------------ items
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -274,108 +129,12 @@ class ClipDataset(Dataset):
     def item(self, i: int) -> dict[str, torch.Tensor]:
         """Item ``i``, raising on a bad clip (``__getitem__`` adds the skipping)."""
         record = self.index.records[i]
-        cfg = self.config
-        rng = self.rng(i) if self.train else None
-        video = VideoClip(record.video) if self.needs_video else None
-        try:
-            kp, sc, size, frame_of = self._pose(record, video)
-            n = len(kp)
-            rgb_idx, pose_idx = sample_clip(n, cfg.rgb_frames, cfg.pose_frames, self.train, rng, self.offset)
-            box = compact_box(kp, sc, size, padding=BOX_PADDING)
-            jitter = None
-            if self.train:
-                jitter = (rng.uniform(*self.crop_scale), rng.uniform(-1, 1), rng.uniform(-1, 1))
-            box = square_box(box, jitter)
-            flip = self.train and rng.random() < self.flip_prob or self.flip
-            s = cfg.clip.image_size
-            if video is not None and self.decode_frames:
-                wanted = frame_of[rgb_idx]
-                images = video.read(wanted)
-                frames = np.stack([crop_resize(images[int(f)], box, s) for f in wanted])
-            else:
-                frames = None
-        finally:
-            if video is not None:
-                video.close()
-
-        hm = cfg.pose.heatmap_size
-        heatmaps = joint_heatmaps(kp[pose_idx], sc[pose_idx], (hm, hm), cfg.pose.sigma, box=box)
-        joints = joints_in_box(kp[rgb_idx], sc[rgb_idx], box)
-        if flip:
-            heatmaps = flip_heatmaps(heatmaps, self.layout)
-            joints = joints[:, self.layout.flip_permutation]
-            joints[..., 0] = np.where(joints[..., 2] > 0, 1.0 - joints[..., 0], 0.0)
-            if frames is not None:
-                frames = frames[:, :, ::-1]
-        if frames is None:
-            out_frames = torch.zeros(cfg.rgb_frames if self.decode_frames else 0, 3, s, s)
-        else:
-            out_frames = torch.from_numpy(normalize_frames(frames, self.mean, self.std))
-        return {
-            "frames": out_frames,
-            "heatmaps": torch.from_numpy(np.ascontiguousarray(heatmaps, dtype=np.float32)),
-            "joints": torch.from_numpy(joints.astype(np.float32)),
-            "label": torch.tensor(record.label, dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
-
-    # ------------------------------------------------------------ skeletons
-    def _pose(self, record: ClipRecord, video: VideoClip | None):
-        """The clip's keypoints (N, V, 2) and scores (N, V) in the model layout and in
-        pixels of the image (W, H), and the video frame index of each of the N frames."""
-        if record.skeleton is None:
-            raise MicrogestureError(f"clip {record.clip_id!r} has no skeleton file; the crop and heatmaps need one.")
-        if record.skeleton_format == "npy":
-            size = (video.width, video.height) if video is not None else CHALLENGE_SIZE
-            array = self._array(record.skeleton)
-            track = challenge_track(array[record.pose_array_index], record.coords, size, record.layout)
-            kp, sc = track.keypoints, track.scores
-            n = len(kp)
-            count = video.frame_count if video is not None else None
-            frame_of = challenge_frames(n, array.shape[2], count)
-        else:
-            track = self._track(record)
-            end = record.end if record.end is not None else int(track.frames[-1]) + 1
-            n = end - record.start
-            kp = np.full((n, track.keypoints.shape[1], 2), np.nan, np.float32)
-            sc = np.zeros((n, track.keypoints.shape[1]), np.float32)
-            inside = (track.frames >= record.start) & (track.frames < end)
-            kp[track.frames[inside] - record.start] = track.keypoints[inside]
-            sc[track.frames[inside] - record.start] = track.scores[inside]
-            size = (track.width, track.height)
-            if video is not None and (video.width, video.height) != size:
-                scale = np.array([video.width / size[0], video.height / size[1]], np.float32)
-                kp = (kp + 0.5) * scale - 0.5
-                size = (video.width, video.height)
-            frame_of = record.start + np.arange(n, dtype=np.int64)
-        if track.layout != self.layout.name:
-            kp, sc = convert(kp, sc, track.layout, self.layout)
-        return kp.astype(np.float32), sc.astype(np.float32), size, frame_of
-
-    def _track(self, record: ClipRecord) -> Track:
-        """The clip's skeleton: a whole JSONL file, or the clip's rows of a long iMiGUE CSV."""
-        if record.skeleton_format == "imigue-csv":  # cache the row offsets of the long file
-            offsets = self._cached(("offsets", record.skeleton), lambda: imigue_row_offsets(record.skeleton))
-            end = record.end if record.end is not None else len(offsets) - 1
-            return read_imigue_rows(record.skeleton, record.start, end, offsets)
-        return self._cached(("jsonl", record.skeleton), lambda: jsonl_track(record.skeleton))
-
-    def _cached(self, key, load):
-        """A bounded per-process (per-worker) LRU cache of parsed skeleton data."""
-        value = self._tracks.get(key)
-        if value is not None:
-            self._tracks.move_to_end(key)
-            return value
-        value = self._tracks[key] = load()
-        while len(self._tracks) > self.cache_size:
-            self._tracks.popitem(last=False)
-        return value
-
-    def _array(self, path):
-        array = self._arrays.get(path)
-        if array is None:
-            array = self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
-        return array
+        window = self.reader.read(record, self.train, self.rng(i) if self.train else None, self.offset,
+                                  self.flip, self.decode_frames)
+        out = {k: torch.from_numpy(v) for k, v in window.items()}
+        out["label"] = torch.tensor(record.label, dtype=torch.int64)
+        out["index"] = torch.tensor(i, dtype=torch.int64)
+        return out
 
 
 # ----------------------------------------------------------------------------- loading
