@@ -173,3 +173,57 @@ def test_ensemble_bundle_holds_its_members(runs, clip_mg_family, tmp_path):
         assert f"{m['bundle']}/manifest.json" in top["files"]
     assert set(summary["members"]) == {"a", "b"}
     assert not any(p.name.startswith(".bundle.") for p in tmp_path.iterdir())  # no staging left behind
+
+
+# ----------------------------------------------------------------------------- the MiGA 2024 models as runs
+
+def _miga24_trainable(data) -> bool:
+    """Whether the trainer and the dataset take the MiGA 2024 families (the registry-driven
+    get_config and WindowSpec-driven ClipDataset of issue 9a; on main after the merge)."""
+    from microgesture.core.config import get_config
+    from microgesture.training.datasets import open_dataset
+    from microgesture.training.transforms import ClipDataset
+
+    try:
+        config = get_config("miga24-posec3d-limb-tiny")
+        ClipDataset(open_dataset(data), config.replace(labels=tuple(open_dataset(data).classes)), train=False)
+    except (MicrogestureError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def test_miga24_models_train_with_text_from_ensemble_and_zero_shot(runs, tmp_path, capsys):
+    import torch
+
+    from microgesture.core.checkpoint import load_checkpoint, run_checkpoint
+    from microgesture.core.ensemble import read_ensemble_run
+
+    data = runs["data"]
+    if not _miga24_trainable(data):
+        pytest.skip("needs the registry-driven trainer and dataset (issue 9a, at merge)")
+    common = ["--data", str(data), "--epochs", "1", "--batch-size", "4", "--workers", "0",
+              "--test-subjects", "s02", "--quiet"]
+    rgb, limb, joint = tmp_path / "rgb", tmp_path / "limb", tmp_path / "joint"
+    assert main(["train", "--model", "miga24-vclip-tiny", "--out", str(rgb), *common]) == 0
+    assert main(["train", "--model", "miga24-posec3d-limb-tiny", "--out", str(limb), "--text-from", str(rgb),
+                 *common]) == 0
+    assert main(["train", "--model", "miga24-posec3d-joint-tiny", "--out", str(joint), *common]) == 0
+    assert "text alignment is off" in capsys.readouterr().err
+    student, _ = load_checkpoint(run_checkpoint(rgb))
+    pose, _ = load_checkpoint(run_checkpoint(limb))
+    torch.testing.assert_close(pose.text_targets, student.class_text_embeddings(), atol=1e-6, rtol=1e-5)
+
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(rgb), str(limb), str(joint), "--out", str(ens), "--workers", "0", "--quiet"]) == 0
+    assert [m["arch"] for m in read_ensemble_run(ens)["members"]] == ["miga24-vclip", "miga24-posec3d",
+                                                                      "miga24-posec3d"]
+    capsys.readouterr()
+
+    classes = tmp_path / "classes.txt"
+    names = list(student.config.labels)[::-1] + ["yawning"]
+    classes.write_text("template: a video of someone {}.\n" + "\n".join(names) + "\n")
+    assert main(["eval", str(rgb), "--zero-shot", "--classes", str(classes), "--workers", "0", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((rgb / "metrics_zero_shot.json").read_text())
+    assert printed["unseen_classes"] == ["yawning"] and report["classes"] == names
+    assert len(report["confusion_matrix"]) == len(names) and report["clips"] > 0
