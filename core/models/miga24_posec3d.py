@@ -9,13 +9,14 @@ text-embedding space). What this module declares:
 - ``window``: 48 pose frames, no RGB; heatmaps of kind ``joints`` or ``limbs``
   (the layout's anatomical limbs), 64 px (evaluation and streaming), 56 px in
   training, sigma 0.6, cropped to the skeleton's box over the window;
-- ``build``: text alignment needs targets, the normalised prompt-averaged class
-  embeddings of a trained RGB student, named by the config's ``text_from``
-  (``train --text-from RUN``; the targets then travel in the checkpoint's state).
-  Without it, training runs with text alignment off (``text_weight`` 0 in the
-  model's config, so its checkpoint says so) and prints why;
-  :meth:`PoseC3DFamily.build_for_inference` (evaluation, export) never reads
-  ``text_from``;
+- text alignment needs targets, the normalised prompt-averaged class embeddings
+  of a trained RGB student named by the config's ``text_from`` (``train
+  --text-from RUN``). ``build`` only builds the network (evaluation and export
+  load the targets with the weights: they travel in the state dict); the first
+  :meth:`PoseC3DFamily.loss` of a fresh model reads them from the run, so the
+  trainer needs no hook. Without ``text_from``, training runs with
+  cross-entropy only and says so once on stderr (the checkpoint's targets stay
+  zero: ``PoseC3D.has_text_targets`` is False);
 - ``loss``: ``loss_ce`` and, with targets, ``loss_text`` (gamma x mean squared distance);
 - ``stages``: one ``per-window`` stage ``heatmaps (B, C, P, H, W) -> logits (B, classes)``.
 """
@@ -69,28 +70,34 @@ class PoseC3DFamily(ModelFamily):
     tiny = "miga24-posec3d-joint-tiny"
 
     def build(self, config, clip_weights: str | None = None):
-        from microgesture.core.posec3d import PoseC3D
-
-        aligned = config.text_dim > 0 and config.text_weight > 0
-        if aligned and not config.text_from:
-            print(f"{config.name}: text alignment is off (no --text-from RUN naming a trained miga24-vclip "
-                  "run): training with cross-entropy only", file=sys.stderr)
-            config = config.replace(text_weight=0.0)
-        model = PoseC3D(config)
-        if aligned and config.text_from:
-            targets = text_targets_from(config.text_from, config.labels)
-            if targets.shape[-1] != config.text_dim:
-                raise MicrogestureError(
-                    f"the text embeddings of {config.text_from} have {targets.shape[-1]} dimensions but "
-                    f"{config.name} projects to text_dim {config.text_dim}: add --set text_dim="
-                    f"{targets.shape[-1]}")
-            model.set_text_targets(targets)
-        return model
-
-    def build_for_inference(self, config):
+        """The network alone: the text targets are read at the first training step
+        (:meth:`loss`) or loaded with a checkpoint's weights, never here."""
         from microgesture.core.posec3d import PoseC3D
 
         return PoseC3D(config)
+
+    def prepare_text_targets(self, model) -> bool:
+        """Set the model's text targets from its config's ``text_from`` run if it needs them and
+        has none yet (a fresh model; resumed or loaded ones carry theirs). Returns whether text
+        alignment is on; off (no ``text_from``) is said once per model on stderr."""
+        cfg = model.config
+        if model.project is None or cfg.text_weight <= 0:
+            return False
+        if model.has_text_targets:
+            return True
+        if not cfg.text_from:
+            if not getattr(model, "_said_text_off", False):
+                print(f"{cfg.name}: text alignment is off (no --text-from RUN naming a trained miga24-vclip "
+                      "run): training with cross-entropy only", file=sys.stderr)
+                model._said_text_off = True
+            return False
+        targets = text_targets_from(cfg.text_from, cfg.labels)
+        if targets.shape[-1] != cfg.text_dim:
+            raise MicrogestureError(
+                f"the text embeddings of {cfg.text_from} have {targets.shape[-1]} dimensions but {cfg.name} "
+                f"projects to text_dim {cfg.text_dim}: add --set text_dim={targets.shape[-1]}")
+        model.set_text_targets(targets)
+        return True
 
     def window(self, config) -> WindowSpec:
         kind = "joints" if config.heatmap == "joint" else "limbs"
@@ -102,7 +109,11 @@ class PoseC3DFamily(ModelFamily):
         return model(batch["heatmaps"])
 
     def loss(self, model, batch: Mapping[str, Any]) -> dict[str, Any]:
-        return model.loss(batch)
+        if self.prepare_text_targets(model) or model.project is None or model.config.text_weight <= 0:
+            return model.loss(batch)
+        import torch.nn.functional as F
+
+        return {"loss_ce": F.cross_entropy(model(batch["heatmaps"]), batch["label"])}
 
     def stages(self, model, batch: int = 2, seed: int = 0) -> list[StageSpec]:
         example = self.example_batch(model.config, batch, seed)
