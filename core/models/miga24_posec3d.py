@@ -18,7 +18,8 @@ text-embedding space). What this module declares:
   cross-entropy only and says so once on stderr (the checkpoint's targets stay
   zero: ``PoseC3D.has_text_targets`` is False);
 - ``loss``: ``loss_ce`` and, with targets, ``loss_text`` (gamma x mean squared distance);
-- ``stages``: one ``per-window`` stage ``heatmaps (B, C, P, H, W) -> logits (B, classes)``.
+- ``stages``: one ``per-window`` stage named ``window`` (as the student's: the one stage of a
+  single-stage model) ``heatmaps (B, C, P, H, W) -> logits (B, classes)``.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class PoseC3DFamily(ModelFamily):
 
     def stages(self, model, batch: int = 2, seed: int = 0) -> list[StageSpec]:
         example = self.example_batch(model.config, batch, seed)
-        return [StageSpec("posec3d", "per-window", ("heatmaps",), ("logits",), module=model,
+        return [StageSpec("window", "per-window", ("heatmaps",), ("logits",), module=model,
                           example={"heatmaps": example["heatmaps"]})]
 
 
