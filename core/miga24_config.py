@@ -25,6 +25,8 @@ from microgesture.core.prompts import TEMPLATES, check_templates
 class VClipConfig(ModelConfig):
     """The video CLIP student (DESIGN.md, "The MiGA 2024 model")."""
 
+    pose_frames: int = 0
+    """No pose input."""
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(trainable_blocks=-1))
     """The open_clip model (image and text towers); both towers are fine-tuned (-1)."""
     temporal: bool = True

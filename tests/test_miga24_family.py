@@ -43,6 +43,7 @@ def test_window_specs():
     spec = rgb.window(rgb.configs["miga24-vclip-b16"])
     assert (spec.rgb_frames, spec.pose_frames, spec.image_size, spec.heatmaps, spec.text) == (8, 0, 224, None, True)
     assert spec.keys() == ("frames",)
+    assert rgb.configs["miga24-vclip-b16"].pose_frames == 0  # what checkpoints and bundles record
     pose = get_family("miga24-posec3d")
     for name, kind in (("miga24-posec3d-joint", "joints"), ("miga24-posec3d-limb", "limbs")):
         spec = pose.window(pose.configs[name])
