@@ -52,7 +52,7 @@ def parse_classes(text: str, source: str = "the class list") -> ClassList:
         if "{" in line or "}" in line:
             raise MicrogestureError(f"{source}, line {number}: {line!r} has braces but is a class name; start a "
                                     "prompt template's line with 'template:'")
-        folded = " ".join(line.split()).casefold()
+        folded = class_key(line)
         if folded in seen:
             raise MicrogestureError(f"{source}, line {number}: class {line!r} is already on line {seen[folded]}; "
                                     "list each class once")
@@ -75,13 +75,18 @@ def read_classes(path: str | Path) -> ClassList:
     return parse_classes(text, str(path))
 
 
+def class_key(name: str) -> str:
+    """How class names are compared: ignoring case and repeated spaces."""
+    return " ".join(name.split()).casefold()
+
+
 def label_map(dataset_classes, labels) -> list[int]:
-    """For each of a dataset's classes, its position in ``labels`` (names compared ignoring case
-    and repeated spaces); a clear error names the first dataset class the list lacks."""
-    position = {" ".join(n.split()).casefold(): i for i, n in enumerate(labels)}
+    """For each of a dataset's classes, its position in ``labels`` (names compared with
+    :func:`class_key`); a clear error names the first dataset class the list lacks."""
+    position = {class_key(n): i for i, n in enumerate(labels)}
     out = []
     for name in dataset_classes:
-        key = " ".join(name.split()).casefold()
+        key = class_key(name)
         if key not in position:
             raise MicrogestureError(f"the dataset's class {name!r} is not in the class list: add it (the model "
                                     "can only answer with the listed classes)")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from microgesture.core.classes_file import label_map, read_classes
+from microgesture.core.classes_file import class_key, label_map, read_classes
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.family import family_of
 from microgesture.core.paths import atomic_write
@@ -52,12 +52,12 @@ def evaluate_zero_shot(run: str | Path, classes: str | Path, data: str | None = 
     dataset = ClipDataset(index, model.config.replace(labels=tuple(index.classes)), train=False)
     logits, labels = family_logits(model, dataset, batch_size, workers, progress, "zero-shot")
     labels = np.asarray(positions, np.int64)[labels]
-    trained = tuple(meta["config"].labels)
+    trained = {class_key(n) for n in meta["config"].labels}
     report = classification_report(softmax(logits), labels, class_list.labels,
                                    [r.subject for r in index.records])
     report.update(checkpoint=str(ckpt), data=str(data), classes_file=str(classes), classes=list(class_list.labels),
                   templates=list(class_list.templates) if class_list.templates else "the model's own",
-                  unseen_classes=[n for n in class_list.labels if n not in trained], model=meta["config"].name,
+                  unseen_classes=[n for n in class_list.labels if class_key(n) not in trained], model=meta["config"].name,
                   zero_shot=True)
     out_dir = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
