@@ -229,9 +229,14 @@ def test_miga24_models_train_with_text_from_ensemble_and_zero_shot(runs, tmp_pat
     assert len(report["confusion_matrix"]) == len(names) and report["clips"] > 0
 
 
-def test_zero_shot_scores_the_student_on_a_class_list_it_was_not_trained_on(runs, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def student_run(runs, tmp_path, monkeypatch):
+    """A tiny miga24-vclip run with run "a"'s split (its checkpoint written directly), and
+    ClipDataset for it: the real one once it follows the WindowSpec (issue 9a), until then
+    CLIP-MG tiny's, whose frames are the student's (4 x 32 px)."""
     import torch
 
+    import microgesture.training.ensemble_run as ensemble_run
     import microgesture.training.zero_shot as zero_shot
     from microgesture.core.checkpoint import KEEP_FILES, load_checkpoint, save_checkpoint
     from microgesture.core.family import get_family
@@ -252,14 +257,25 @@ def test_zero_shot_scores_the_student_on_a_class_list_it_was_not_trained_on(runs
         load_checkpoint(run / KEEP_FILES["best"])
     except MicrogestureError:
         pytest.skip("loading a miga24-vclip checkpoint needs the registry-driven load_checkpoint (issue 9a)")
+    dataset = ClipDataset
     try:
         ClipDataset(index, student.config, train=False)
-    except (MicrogestureError, AttributeError):  # until ClipDataset follows the WindowSpec (issue 9a):
-        def frames_dataset(idx, config, train):  # CLIP-MG tiny's frames are the student's (4 x 32 px)
+    except (MicrogestureError, AttributeError):
+        def dataset(idx, config, train):
             from microgesture.core.config import get_config
             return ClipDataset(idx, get_config("clip-mg-tiny", labels=config.labels), train=train)
-        monkeypatch.setattr(zero_shot, "ClipDataset", frames_dataset)
+        for module in (zero_shot, ensemble_run):
+            monkeypatch.setattr(module, "ClipDataset", dataset)
+    return types.SimpleNamespace(run=run, student=student, family=fam, index=index, info=info, dataset=dataset)
 
+
+def test_zero_shot_scores_the_student_on_a_class_list_it_was_not_trained_on(student_run, tmp_path, capsys):
+    import torch
+
+    import microgesture.training.zero_shot as zero_shot
+
+    run, fam, student, index, info = (student_run.run, student_run.family, student_run.student, student_run.index,
+                                      student_run.info)
     names = list(index.classes)[::-1] + ["yawning"]
     classes = tmp_path / "classes.txt"
     classes.write_text("template: a video of someone {}.\n" + "\n".join(n.upper() for n in names) + "\n")
@@ -271,7 +287,7 @@ def test_zero_shot_scores_the_student_on_a_class_list_it_was_not_trained_on(runs
     # the same scores by hand: the student with the listed classes, each clip's class found by name
     test_part = zero_shot.splits.eval_part(index, info["split"])
     fam.set_classes(student, report["classes"], ["a video of someone {}."])
-    dataset = zero_shot.ClipDataset(test_part, student.config.replace(labels=tuple(index.classes)), train=False)
+    dataset = student_run.dataset(test_part, student.config.replace(labels=tuple(index.classes)), train=False)
     items = [dataset[i] for i in range(len(dataset))]
     with torch.no_grad():
         logits = fam.predict(student.eval(), {"frames": torch.stack([it["frames"] for it in items])})
@@ -279,3 +295,15 @@ def test_zero_shot_scores_the_student_on_a_class_list_it_was_not_trained_on(runs
     assert report["clips"] == len(items)
     assert report["top1"] == pytest.approx(float((logits.argmax(1).numpy() == truth).mean()))
     assert np.array(report["confusion_matrix"]).sum(1).tolist() == np.bincount(truth, minlength=len(names)).tolist()
+
+
+def test_an_ensemble_of_two_families(runs, student_run, clip_mg_family, tmp_path):
+    from microgesture.core.ensemble import read_ensemble_run
+    from microgesture.training.ensemble_run import evaluate_ensemble, make_ensemble
+
+    info = make_ensemble([runs["a"], student_run.run], tmp_path / "ens", workers=0, progress=False)
+    assert [m["arch"] for m in info["members"]] == ["clip-mg", "miga24-vclip"]
+    assert read_ensemble_run(tmp_path / "ens")["weights"] == info["weights"]
+    assert info["val_top1"] >= max(m["val_top1"] for m in info["members"])
+    report = evaluate_ensemble(tmp_path / "ens", workers=0, progress=False)
+    assert set(report["members"]) == {"a", "rgb"} and 0 <= report["top1"] <= 1

@@ -57,8 +57,8 @@ def evaluate_zero_shot(run: str | Path, classes: str | Path, data: str | None = 
                                    [r.subject for r in index.records])
     report.update(checkpoint=str(ckpt), data=str(data), classes_file=str(classes), classes=list(class_list.labels),
                   templates=list(class_list.templates) if class_list.templates else "the model's own",
-                  unseen_classes=[n for n in class_list.labels if class_key(n) not in trained], model=meta["config"].name,
-                  zero_shot=True)
+                  unseen_classes=[n for n in class_list.labels if class_key(n) not in trained],
+                  model=meta["config"].name, zero_shot=True)
     out_dir = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / REPORT_FILE, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
