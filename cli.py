@@ -564,6 +564,18 @@ def run_export(args: argparse.Namespace) -> int:
                                   calibration_clips=args.calibration_clips, opset=args.opset)
         print(json.dumps(summary, default=str))
         return 0
+    if getattr(args, "classes", None):  # a text-prompted model exported with another class list
+        import tempfile
+
+        from microgesture.core.open_vocab import checkpoint_with_classes
+
+        with tempfile.TemporaryDirectory(prefix="microgesture-classes-") as tmp:
+            source = checkpoint_with_classes(args.run, args.classes, tmp)
+            summary = export_bundle(source, args.out, formats=formats, verify=not args.no_verify,
+                                    data=args.data, calibration_clips=args.calibration_clips,
+                                    opset=args.opset, progress=not args.quiet, span_s=args.span)
+        print(json.dumps(summary, default=str))
+        return 0
     summary = export_bundle(args.run, args.out, formats=formats, verify=not args.no_verify,
                             data=args.data, calibration_clips=args.calibration_clips,
                             opset=args.opset, progress=not args.quiet, span_s=args.span)
@@ -582,6 +594,9 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                    help="skip checking ONNX Runtime against PyTorch (not recommended)")
     p.add_argument("--data", help="dataset folder for real verification and calibration clips "
                                   "(default: the run's)")
+    p.add_argument("--classes", metavar="FILE",
+                   help="text-prompted models (miga24-vclip): recognise the classes of FILE instead of the "
+                        "trained ones, without retraining (one name per line; optional 'template:' lines)")
     p.add_argument("--calibration-clips", type=int, default=16,
                    help="clips used to calibrate static int8")
     p.add_argument("--opset", type=int, default=18)

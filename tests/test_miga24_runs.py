@@ -307,3 +307,22 @@ def test_an_ensemble_of_two_families(runs, student_run, clip_mg_family, tmp_path
     assert info["val_top1"] >= max(m["val_top1"] for m in info["members"])
     report = evaluate_ensemble(tmp_path / "ens", workers=0, progress=False)
     assert set(report["members"]) == {"a", "rgb"} and 0 <= report["top1"] <= 1
+
+
+def test_a_checkpoint_with_another_class_list_is_the_student_with_those_classes(student_run, tmp_path):
+    import torch
+
+    from microgesture.core.checkpoint import load_checkpoint
+    from microgesture.core.open_vocab import checkpoint_with_classes
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("template: a clip of someone {}.\nyawning\ntouching jaw\n")
+    path = checkpoint_with_classes(student_run.run, classes, tmp_path / "retargeted")
+    model, meta = load_checkpoint(path)
+    assert model.config.labels == ("yawning", "touching jaw") and meta["extra"]["classes_from"] == str(classes)
+    fam, student = student_run.family, student_run.student
+    fam.set_classes(student, ["yawning", "touching jaw"], ["a clip of someone {}."])
+    frames = fam.example_batch(model.config, batch=2)["frames"]
+    with torch.no_grad():
+        torch.testing.assert_close(fam.predict(model.eval(), {"frames": frames}),
+                                   fam.predict(student.eval(), {"frames": frames}))
