@@ -429,33 +429,30 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_variant(args: argparse.Namespace, module: str, what: str, keys: tuple[str, ...], *lead) -> int:
+    """``eval`` of a zero-shot class list or of an ensemble run: ``module.<evaluate>(RUN, *lead, ...)``."""
+    if args.clips != 1 or args.flip:
+        raise MicrogestureError(f"--clips and --flip are not supported {what}")
+    module, _, function = module.rpartition(".")
+    evaluate = getattr(_train_extra(module), function)
+    report = evaluate(args.run, *lead, data=args.data, all_subjects=args.all_subjects,
+                      batch_size=args.batch_size, workers=args.workers, out=args.out, progress=not args.quiet)
+    print(json.dumps({k: report[k] for k in keys}))
+    return 0
+
+
 def run_eval_zero_shot(args: argparse.Namespace) -> int:
     if not (args.zero_shot and args.classes):
         raise MicrogestureError("zero-shot evaluation needs both --zero-shot and --classes FILE (one class "
                                 "name per line)")
-    if args.clips != 1 or args.flip:
-        raise MicrogestureError("--clips and --flip are not supported with --zero-shot")
-    evaluate_zero_shot = _train_extra("microgesture.training.zero_shot").evaluate_zero_shot
-
-    report = evaluate_zero_shot(args.run, args.classes, data=args.data, all_subjects=args.all_subjects,
-                                batch_size=args.batch_size, workers=args.workers, out=args.out,
-                                progress=not args.quiet)
-    keys = ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "unseen_classes", "checkpoint")
-    print(json.dumps({k: report[k] for k in keys}))
-    return 0
+    return _eval_variant(args, "microgesture.training.zero_shot.evaluate_zero_shot", "with --zero-shot",
+                         ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "unseen_classes",
+                          "checkpoint"), args.classes)
 
 
 def run_eval_ensemble(args: argparse.Namespace) -> int:
-    if args.clips != 1 or args.flip:
-        raise MicrogestureError("--clips and --flip are not supported for an ensemble run")
-    evaluate_ensemble = _train_extra("microgesture.training.ensemble_run").evaluate_ensemble
-
-    report = evaluate_ensemble(args.run, data=args.data, all_subjects=args.all_subjects,
-                               batch_size=args.batch_size, workers=args.workers, out=args.out,
-                               progress=not args.quiet)
-    keys = ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "members", "weights")
-    print(json.dumps({k: report[k] for k in keys}))
-    return 0
+    return _eval_variant(args, "microgesture.training.ensemble_run.evaluate_ensemble", "for an ensemble run",
+                         ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "members", "weights"))
 
 
 def run_ensemble(args: argparse.Namespace) -> int:
