@@ -323,6 +323,8 @@ def _train_options_from(args: argparse.Namespace):
                                 "or continue a run with --resume RUN")
     if not args.data or not args.out:
         raise MicrogestureError("--data DIR and --out RUN are required for a new run")
+    if getattr(args, "text_from", None):  # PoseC3D's text-alignment targets (a config field)
+        overrides["text_from"] = str(Path(args.text_from).resolve())
     subjects = tuple(s for s in (args.test_subjects or "").split(",") if s) or None
     return TrainOptions(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -351,7 +353,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("model", "data", "out", "epochs", "batch_size",
-                                                      "lr", "optimizer", "clip_weights", "set")
+                                                      "lr", "optimizer", "clip_weights", "set", "text_from")
                  if getattr(args, k)]
         if given:
             raise MicrogestureError(f"--resume continues a run with its own options; drop "
@@ -403,10 +405,19 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="the epoch eval and export use: best (highest validation top-1, then "
                         "lowest validation loss; best.safetensors) or last (last.safetensors)")
+    p.add_argument("--text-from", metavar="RUN",
+                   help="miga24-posec3d models: a trained miga24-vclip run whose class text embeddings "
+                        "the skeleton features are aligned to (without it, text alignment is off)")
     _common_train_options(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.zero_shot or args.classes:
+        return run_eval_zero_shot(args)
+    from microgesture.core.ensemble import is_ensemble_run
+
+    if is_ensemble_run(args.run):
+        return run_eval_ensemble(args)
     evaluate = _train_extra("microgesture.training.evaluate").evaluate
 
     report = evaluate(args.run, data=args.data, clips=args.clips, flip=args.flip,
@@ -416,6 +427,54 @@ def run_eval(args: argparse.Namespace) -> int:
             "trained_epoch")
     print(json.dumps({k: report[k] for k in keys} | {"plots": report["plots"]}))
     return 0
+
+
+def _eval_variant(args: argparse.Namespace, module: str, what: str, keys: tuple[str, ...], *lead) -> int:
+    """``eval`` of a zero-shot class list or of an ensemble run: ``module.<evaluate>(RUN, *lead, ...)``."""
+    if args.clips != 1 or args.flip:
+        raise MicrogestureError(f"--clips and --flip are not supported {what}")
+    module, _, function = module.rpartition(".")
+    evaluate = getattr(_train_extra(module), function)
+    report = evaluate(args.run, *lead, data=args.data, all_subjects=args.all_subjects,
+                      batch_size=args.batch_size, workers=args.workers, out=args.out, progress=not args.quiet)
+    print(json.dumps({k: report[k] for k in keys}))
+    return 0
+
+
+def run_eval_zero_shot(args: argparse.Namespace) -> int:
+    if not (args.zero_shot and args.classes):
+        raise MicrogestureError("zero-shot evaluation needs both --zero-shot and --classes FILE (one class "
+                                "name per line)")
+    return _eval_variant(args, "microgesture.training.zero_shot.evaluate_zero_shot", "with --zero-shot",
+                         ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "unseen_classes",
+                          "checkpoint"), args.classes)
+
+
+def run_eval_ensemble(args: argparse.Namespace) -> int:
+    return _eval_variant(args, "microgesture.training.ensemble_run.evaluate_ensemble", "for an ensemble run",
+                         ("top1", "top5", "macro_f1", "mean_class_accuracy", "clips", "members", "weights"))
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    make_ensemble = _train_extra("microgesture.training.ensemble_run").make_ensemble
+
+    info = make_ensemble(args.runs, args.out, data=args.data, step=args.step, batch_size=args.batch_size,
+                         workers=args.workers, progress=not args.quiet)
+    print(json.dumps({"out": args.out, "val_top1": info["val_top1"],
+                      "weights": {m["name"]: m["weight"] for m in info["members"]},
+                      "members_val_top1": {m["name"]: m["val_top1"] for m in info["members"]}}))
+    return 0
+
+
+def _ensemble_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="trained run folders (same classes, data and held-out subjects)")
+    p.add_argument("--data", help="dataset folder (default: each run's)")
+    p.add_argument("--out", required=True, help="ensemble run folder to create (eval and export take it)")
+    p.add_argument("--step", type=float, default=0.05, help="weight grid step (weights sum to 1)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
 
 
 def run_eval_online(args: argparse.Namespace) -> int:
@@ -463,6 +522,11 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", help="folder for metrics.json and plots (default: the run)")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="score a text-prompted run (miga24-vclip) on the classes of --classes FILE, "
+                        "which it need not have been trained on (writes metrics_zero_shot.json)")
+    p.add_argument("--classes", metavar="FILE",
+                   help="with --zero-shot: one class name per line; optional 'template: ... {} ...' lines")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -485,9 +549,30 @@ def _ablate_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- export
 def run_export(args: argparse.Namespace) -> int:
+    from microgesture.core.ensemble import is_ensemble_run
     from microgesture.export.exporter import export_bundle
 
     formats = tuple(f for f in args.formats.split(",") if f)
+    if is_ensemble_run(args.run):
+        from microgesture.export.ensemble_bundle import export_ensemble
+
+        summary = export_ensemble(args.run, args.out, formats, verify=not args.no_verify, data=args.data,
+                                  progress=not args.quiet, span_s=args.span,
+                                  calibration_clips=args.calibration_clips, opset=args.opset)
+        print(json.dumps(summary, default=str))
+        return 0
+    if getattr(args, "classes", None):  # a text-prompted model exported with another class list
+        import tempfile
+
+        from microgesture.core.open_vocab import checkpoint_with_classes
+
+        with tempfile.TemporaryDirectory(prefix="microgesture-classes-") as tmp:
+            source = checkpoint_with_classes(args.run, args.classes, tmp)
+            summary = export_bundle(source, args.out, formats=formats, verify=not args.no_verify,
+                                    data=args.data, calibration_clips=args.calibration_clips,
+                                    opset=args.opset, progress=not args.quiet, span_s=args.span)
+        print(json.dumps(summary, default=str))
+        return 0
     summary = export_bundle(args.run, args.out, formats=formats, verify=not args.no_verify,
                             data=args.data, calibration_clips=args.calibration_clips,
                             opset=args.opset, progress=not args.quiet, span_s=args.span)
@@ -506,6 +591,9 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                    help="skip checking ONNX Runtime against PyTorch (not recommended)")
     p.add_argument("--data", help="dataset folder for real verification and calibration clips "
                                   "(default: the run's)")
+    p.add_argument("--classes", metavar="FILE",
+                   help="text-prompted models (miga24-vclip): recognise the classes of FILE instead of the "
+                        "trained ones, without retraining (one name per line; optional 'template:' lines)")
     p.add_argument("--calibration-clips", type=int, default=16,
                    help="clips used to calibrate static int8")
     p.add_argument("--opset", type=int, default=18)
@@ -826,6 +914,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
               _train_options, run_train),
     "eval": ("Evaluate a run on held-out subjects: metrics.json and PNG plots.",
              _eval_options, run_eval),
+    "ensemble": ("Weight trained runs' softmax scores on their validation split (0.05 grid): an "
+                 "ensemble run that eval and export take.", _ensemble_options, run_ensemble),
     "eval-online": ("Stream long videos through a bundle and score its gesture events (MiGA online "
                     "track F1); --tune the smoothing.", _eval_online_options, run_eval_online),
     "ablate": ("Train and evaluate the paper's ablation set; writes a markdown/JSON table.",

@@ -173,7 +173,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     """
     from safetensors.torch import load_file
 
-    from microgesture.core.models import create_model
+    from microgesture.core.family import family_of
 
     path = Path(path)
     if path.suffix == ".pt" and path.is_file():
@@ -181,7 +181,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     else:
         meta = read_metadata(path)
         state = load_file(str(path), device=map_location)
-    model = create_model(meta["config"])
+    model = family_of(meta["config"]).build_for_inference(meta["config"])  # no teacher, no --text-from
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise MicrogestureError(

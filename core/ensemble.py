@@ -109,3 +109,45 @@ def search_weights(logits: Sequence, labels, step: float = 0.05, chunk: int = 16
     best = int(np.lexsort((np.arange(len(grid)), nll, -acc))[0])
     return WeightSearch(tuple(float(round(v, 10)) for v in grid[best]), float(acc[best]), float(nll[best]),
                         grid, acc, nll)
+
+
+# ----------------------------------------------------------------------------- ensemble runs
+
+ENSEMBLE_FILE = "ensemble.json"
+"""The file that makes a folder an ensemble run (``microgesture ensemble``)."""
+RUN_FORMAT = "microgesture-ensemble"
+
+
+def is_ensemble_run(path) -> bool:
+    """Whether ``path`` is an ensemble run folder (eval and export pick their ensemble path)."""
+    from pathlib import Path
+
+    return (Path(path) / ENSEMBLE_FILE).is_file()
+
+
+def read_ensemble_run(path) -> dict:
+    """An ensemble run's ``ensemble.json``, checked: members (name, run, checkpoint, weight),
+    weights summing to 1, labels."""
+    import json
+    from pathlib import Path
+
+    file = Path(path) / ENSEMBLE_FILE
+    if not file.is_file():
+        raise MicrogestureError(f"{path} is not an ensemble run (no {ENSEMBLE_FILE}); make one with "
+                                "microgesture ensemble RUN RUN ... --data DIR --out RUN")
+    try:
+        info = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise MicrogestureError(f"{file} is not readable JSON ({exc}); rerun microgesture ensemble") from None
+    members = info.get("members") if isinstance(info, dict) else None
+    if info.get("format") != RUN_FORMAT or not isinstance(members, list) or not members:
+        raise MicrogestureError(f"{file} is not a microgesture ensemble (format and members); rerun "
+                                "microgesture ensemble")
+    for m in members:
+        if not isinstance(m, dict) or not all(k in m for k in ("name", "run", "checkpoint", "weight")):
+            raise MicrogestureError(f"{file}: every member needs name, run, checkpoint and weight")
+    if abs(sum(float(m["weight"]) for m in members) - 1) > 1e-6:
+        raise MicrogestureError(f"{file}: the member weights must sum to 1")
+    if not isinstance(info.get("labels"), list) or not info["labels"]:
+        raise MicrogestureError(f"{file} has no labels")
+    return info

@@ -204,6 +204,12 @@ class ModelFamily:
         """Config -> ``nn.Module`` (with ``.config``), random or from ``clip_weights``."""
         raise NotImplementedError
 
+    def build_for_inference(self, config):
+        """The model evaluation, export and checkpoint loading rebuild before loading its
+        weights: no training-only parts (a distillation teacher) and no reading of training
+        inputs (text-alignment targets come from the checkpoint). Default: :meth:`build`."""
+        return self.build(config)
+
     def uses_clip_weights(self, config) -> bool:
         """Whether ``train --clip-weights`` applies (the model starts from a CLIP)."""
         return False
@@ -288,6 +294,19 @@ class ModelFamily:
         """The stages, in run order, with export wrappers and example inputs."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------ open vocabulary (optional)
+    def set_classes(self, model, labels: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """Recognise ``labels`` from now on, without retraining (only families whose classes
+        come from text, ``window(config).text``); ``templates``: prompt templates with ``{}``."""
+        raise MicrogestureError(f"{self.arch} models learn their classes in training and cannot take a new "
+                                "class list; use a text-prompted model (e.g. miga24-vclip-b16)")
+
+    def text_embeddings(self, model, labels: Sequence[str] | None = None):
+        """The normalised class text embeddings (C, D) of ``labels`` (default: the model's own
+        classes); PoseC3D's text-alignment targets (``train --text-from RUN``)."""
+        raise MicrogestureError(f"{model.config.name} ({self.arch}) has no class text embeddings: "
+                                "pass a trained miga24-vclip run")
+
     def window_manifest(self, config) -> dict[str, Any]:
         """Extra fields of the bundle's ``window`` section (besides the sampling)."""
         return {}
@@ -295,6 +314,8 @@ class ModelFamily:
 
 FAMILY_MODULES: dict[str, str] = {
     "clip-mg": "microgesture.core.models.clip_mg",
+    "miga24-vclip": "microgesture.core.models.miga24_vclip",
+    "miga24-posec3d": "microgesture.core.models.miga24_posec3d",
 }
 """Architecture name -> the module declaring its family (imported on first use).
 A module declares ``FAMILY = <ModelFamily subclass>()``."""

@@ -26,6 +26,13 @@ teacher's; they are used only in the distillation terms, never in the logits:
 with F, Z the teacher's frame features and class embeddings (the paper writes
 an L2 distance; FROSTER's code uses the cosine).
 
+Checkpoints: :meth:`VClipStudent.state_dict` leaves the teacher out (it is a
+copy of the CLIP the student started from, as large as the student, and
+evaluation, export and streaming never use it); loading a state without
+teacher weights is not a mismatch. Resuming training rebuilds the teacher from
+the same ``clip_weights`` (the config records their source); a student built
+with ``teacher=False`` is what evaluation and export load.
+
 Plain tensors in and out for export: ``forward(frames (B, T, 3, S, S)) ->
 logits (B, C)`` uses class embeddings cached from the text tower; they are
 recomputed after training steps and when :meth:`set_classes` changes the
@@ -92,6 +99,7 @@ class VClipStudent(nn.Module):
         self.text_projector = ResidualProjector(dim, config.projector_alpha)
         distill = config.distill_visual > 0 or config.distill_text > 0
         self.teacher = copy.deepcopy(self.clip).requires_grad_(False).eval() if teacher and distill else None
+        self.register_load_state_dict_post_hook(_teacher_not_needed)
         n = len(self.clip.visual.transformer.resblocks)
         late = [b for b in config.decay_blocks if b >= n]
         if late:
@@ -102,6 +110,14 @@ class VClipStudent(nn.Module):
         self._stale = True
 
     # ---------------------------------------------------------------- pieces
+    def state_dict(self, *args, **kwargs):
+        """The student's weights without the frozen teacher's (module docstring, "Checkpoints")."""
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        for key in [k for k in state if k.startswith(prefix + "teacher.")]:
+            del state[key]
+        return state
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:
@@ -189,6 +205,11 @@ class VClipStudent(nn.Module):
     def class_text_embeddings(self) -> Tensor:
         """The normalised, prompt-averaged class embeddings (C, D): PoseC3D's text-alignment targets."""
         return self.refresh_text().clone() if self._stale else self.class_embeddings.clone()
+
+
+def _teacher_not_needed(module: VClipStudent, incompatible) -> None:
+    """A checkpoint holds no teacher weights: their absence is not a mismatch."""
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if ".teacher." not in f".{k}"]
 
 
 def create_vclip(config: VClipConfig, clip_weights: str | None = None, teacher: bool = True,

@@ -7,9 +7,8 @@ Two architectures, each a frozen dataclass like CLIP-MG's (core/config.py):
 - ``miga24-posec3d``: PoseC3D's ResNet3dSlowOnly-50 on joint or limb heatmaps,
   optionally aligned to CLIP text embeddings (core/posec3d.py).
 
-Not yet in ``core.config.MODELS`` (the model-family registry, issue 9, will
-list them): :data:`MIGA24_MODELS` and :func:`get_miga24_config` are this
-family's own table until then.
+The named configurations live with their family (``core/models/miga24_vclip.py``,
+``core/models/miga24_posec3d.py``); :func:`get_miga24_config` looks a name up in both.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from microgesture.core.prompts import TEMPLATES, check_templates
 class VClipConfig(ModelConfig):
     """The video CLIP student (DESIGN.md, "The MiGA 2024 model")."""
 
+    pose_frames: int = 0
+    """No pose input."""
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(trainable_blocks=-1))
     """The open_clip model (image and text towers); both towers are fine-tuned (-1)."""
     temporal: bool = True
@@ -76,6 +77,9 @@ class PoseC3DConfig(ModelConfig):
     the plain PoseC3D head)."""
     text_weight: float = 20.0
     """gamma: weight of the mean squared distance to the class's text embedding."""
+    text_from: str = ""
+    """The trained RGB student (run folder or checkpoint) whose class text embeddings are the
+    alignment targets (``train --text-from RUN``); empty: text alignment is off in training."""
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
         optimizer="sgd", lr=0.1, backbone_lr_scale=1.0, weight_decay=3e-4, momentum=0.9, epochs=24,
         warmup_epochs=0.0, batch_size=32, grad_clip=40.0))
@@ -96,40 +100,16 @@ class PoseC3DConfig(ModelConfig):
         return layout.num_joints if self.heatmap == "joint" else len(layout.limbs)
 
 
-_VCLIP_RECIPE = TrainRecipe(lr=3.33e-6, backbone_lr_scale=1.0, weight_decay=0.01, epochs=22,
-                            warmup_epochs=2.0, batch_size=64, grad_clip=1.0)
-_TINY_CLIP = ClipConfig(arch="mg-tiny-vit", pretrained=None, image_size=32, trainable_blocks=-1)
-_TINY_RECIPE = TrainRecipe(lr=1e-3, backbone_lr_scale=1.0, weight_decay=0.01, epochs=10,
-                           warmup_epochs=0.5, batch_size=8)
-_TINY_POSE = dict(pose_frames=8, heatmap_size=16, test_size=16, sigma=0.6, base_channels=8,
-                  stage_blocks=(1, 1, 1), text_dim=32, dropout=0.1)
+def get_miga24_config(name: str, overrides: dict[str, Any] | None = None, **kwargs) -> ModelConfig:
+    """The named configuration of either MiGA 2024 family (``core/models/miga24_*.py`` own them)
+    with ``overrides`` applied (dotted keys reach nested configs)."""
+    from microgesture.core.models.miga24_posec3d import CONFIGS as POSE
+    from microgesture.core.models.miga24_vclip import CONFIGS as RGB
 
-MIGA24_MODELS: dict[str, ModelConfig] = {c.name: c for c in (
-    VClipConfig(name="miga24-vclip-b16", arch="miga24-vclip", train=_VCLIP_RECIPE,
-                description="MiGA'24 video CLIP student as the paper: ViT-B/16, 8x224 frames, token decay"),
-    VClipConfig(name="miga24-vclip-b32", arch="miga24-vclip", train=_VCLIP_RECIPE,
-                clip=ClipConfig(arch="ViT-B-32-quickgelu", trainable_blocks=-1),
-                description="MiGA'24 video CLIP student for CPUs: ViT-B/32, 8x224 frames, token decay"),
-    VClipConfig(name="miga24-vclip-tiny", arch="miga24-vclip", rgb_frames=4, clip=_TINY_CLIP,
-                decay_blocks=(1,), train=_TINY_RECIPE,
-                description="MiGA'24 video CLIP at test size: 2-layer ViT of width 64 on 32 px, 4 frames"),
-    PoseC3DConfig(name="miga24-posec3d-joint", arch="miga24-posec3d",
-                  description="PoseC3D SlowOnly-50 on 22 joint heatmaps, 48x56x56, text-aligned"),
-    PoseC3DConfig(name="miga24-posec3d-limb", arch="miga24-posec3d", heatmap="limb",
-                  description="PoseC3D SlowOnly-50 on limb heatmaps, 48x56x56, text-aligned"),
-    PoseC3DConfig(name="miga24-posec3d-joint-tiny", arch="miga24-posec3d", train=_TINY_RECIPE, **_TINY_POSE,
-                  description="PoseC3D at test size: 8 base channels, one block per stage, 8x16x16"),
-    PoseC3DConfig(name="miga24-posec3d-limb-tiny", arch="miga24-posec3d", heatmap="limb", train=_TINY_RECIPE,
-                  **_TINY_POSE, description="PoseC3D on limbs at test size"),
-)}
-"""The MiGA 2024 family's ready-made configurations."""
+    return lookup({**RGB, **POSE}, name, "model").replace(overrides, **kwargs)
+
 
 MIGA24_ARCHS: dict[str, type[ModelConfig]] = {"miga24-vclip": VClipConfig, "miga24-posec3d": PoseC3DConfig}
-
-
-def get_miga24_config(name: str, overrides: dict[str, Any] | None = None, **kwargs) -> ModelConfig:
-    """The named configuration with ``overrides`` applied (dotted keys reach nested configs)."""
-    return lookup(MIGA24_MODELS, name, "model").replace(overrides, **kwargs)
 
 
 def miga24_config_from_dict(data: dict[str, Any]) -> ModelConfig:
