@@ -324,6 +324,9 @@ def _train_options_from(args: argparse.Namespace):
     if not args.data or not args.out:
         raise MicrogestureError("--data DIR and --out RUN are required for a new run")
     if getattr(args, "text_from", None):  # PoseC3D's text-alignment targets (a config field)
+        if not Path(args.text_from).exists():
+            raise MicrogestureError(f"--text-from {args.text_from}: no such run folder or checkpoint; give a "
+                                    "trained miga24-vclip run")
         overrides["text_from"] = str(Path(args.text_from).resolve())
     subjects = tuple(s for s in (args.test_subjects or "").split(",") if s) or None
     return TrainOptions(model=args.model, data=args.data, out=args.out, epochs=args.epochs,

@@ -140,7 +140,7 @@ def read_ensemble_run(path) -> dict:
     except (OSError, ValueError) as exc:
         raise MicrogestureError(f"{file} is not readable JSON ({exc}); rerun microgesture ensemble") from None
     members = info.get("members") if isinstance(info, dict) else None
-    if info.get("format") != RUN_FORMAT or not isinstance(members, list) or not members:
+    if not isinstance(members, list) or not members or info.get("format") != RUN_FORMAT:
         raise MicrogestureError(f"{file} is not a microgesture ensemble (format and members); rerun "
                                 "microgesture ensemble")
     for m in members:

@@ -86,3 +86,29 @@ def test_bad_inputs_are_named():
         search_weights([np.zeros((3, 2))], [0, 1, 2])
     with pytest.raises(MicrogestureError, match="one weight per model"):
         fuse([np.zeros((3, 2))] * 2, [1.0])
+
+
+def test_ensemble_run_file_is_checked(tmp_path):
+    import json
+
+    from microgesture.core.ensemble import ENSEMBLE_FILE, is_ensemble_run, read_ensemble_run
+
+    assert not is_ensemble_run(tmp_path)
+    with pytest.raises(MicrogestureError, match="not an ensemble run"):
+        read_ensemble_run(tmp_path)
+    member = {"name": "rgb", "run": "/r", "checkpoint": "/r/best.safetensors", "weight": 0.6}
+    good = {"format": "microgesture-ensemble", "members": [member, {**member, "name": "joint", "weight": 0.4}],
+            "labels": ["a", "b"]}
+    (tmp_path / ENSEMBLE_FILE).write_text(json.dumps(good))
+    assert is_ensemble_run(tmp_path) and read_ensemble_run(tmp_path)["labels"] == ["a", "b"]
+    for bad, message in (({**good, "members": [member]}, "sum to 1"), ({**good, "labels": []}, "no labels"),
+                         ({**good, "members": [{"name": "x"}]}, "name, run, checkpoint and weight")):
+        (tmp_path / ENSEMBLE_FILE).write_text(json.dumps(bad))
+        with pytest.raises(MicrogestureError, match=message):
+            read_ensemble_run(tmp_path)
+    (tmp_path / ENSEMBLE_FILE).write_text("[1, 2]")
+    with pytest.raises(MicrogestureError, match="not a microgesture ensemble"):
+        read_ensemble_run(tmp_path)
+    (tmp_path / ENSEMBLE_FILE).write_text("{")
+    with pytest.raises(MicrogestureError, match="not readable JSON"):
+        read_ensemble_run(tmp_path)

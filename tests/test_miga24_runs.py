@@ -326,3 +326,9 @@ def test_a_checkpoint_with_another_class_list_is_the_student_with_those_classes(
     with torch.no_grad():
         torch.testing.assert_close(fam.predict(model.eval(), {"frames": frames}),
                                    fam.predict(student.eval(), {"frames": frames}))
+
+
+def test_text_from_must_name_a_run(tmp_path, capsys):
+    assert main(["train", "--model", "miga24-posec3d-limb-tiny", "--text-from", str(tmp_path / "nope"),
+                 "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "--text-from" in capsys.readouterr().err and not (tmp_path / "run").exists()
