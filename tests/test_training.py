@@ -162,14 +162,16 @@ def test_classification_report_on_known_scores():
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
                     reason="torchrun not installed")
-def test_torchrun_two_processes_on_cpu(synth, tmp_path):
-    """DistributedDataParallel through torchrun (gloo on CPU): the same command as on GPUs."""
+@pytest.mark.parametrize("model", ["clip-mg-tiny", "miga24-vclip-tiny"])
+def test_torchrun_two_processes_on_cpu(synth, tmp_path, model):
+    """DistributedDataParallel through torchrun (gloo on CPU): the same command as on GPUs;
+    the student's distillation terms never call its forward, and must train under DDP too."""
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "microgesture", "train",
-         "--model", "clip-mg-tiny", "--data", str(synth), "--out", str(run), "--epochs", "1",
+         "--model", model, "--data", str(synth), "--out", str(run), "--epochs", "1",
          "--batch-size", "4", "--workers", "0", "--device", "cpu", "--test-subjects", "s03",
          "--quiet"], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

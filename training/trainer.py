@@ -308,11 +308,11 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     if start_epoch >= recipe.epochs and rank == 0:
         print(f"{run}: all {recipe.epochs} epochs are done already", file=sys.stderr)
 
-    net = model
-    if world > 1:
+    net: nn.Module = _Losses(model, family)
+    if world > 1:  # the losses are the wrapped forward: DDP synchronises every term's gradients
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None)
-        net.config = model.config  # the family's loss and predict read the config
+            net, device_ids=[local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     log = _Log(run, enabled=rank == 0)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
@@ -332,7 +332,7 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
                 if "hidden" in batch:  # cached tokens: the family's default loss on their logits
                     terms = {"loss_ce": criterion(token_cache.forward(model, batch).float(), batch["label"])}
                 else:
-                    terms = family.loss(net, batch)
+                    terms = net(batch)
                 loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise MicrogestureError(
@@ -385,6 +385,20 @@ def train(options: TrainOptions, resume: bool = False, progress: bool = True,
     return {"run": str(run), "checkpoint": str(run / KEEP_FILES[options.keep]),
             "best_top1": best["top1"], "best_epoch": best["epoch"],
             "epochs_done": max(start_epoch, last_epoch), "epochs": recipe.epochs, "train_clips": len(train_set), "val_clips": len(val_set)}
+
+
+class _Losses(nn.Module):
+    """The family's named loss terms as a module's forward: under torchrun the
+    DistributedDataParallel wrapper runs it, so the gradients of every term are
+    synchronised, also of terms that never call the model's own ``forward``
+    (distillation, text alignment)."""
+
+    def __init__(self, model: nn.Module, family):
+        super().__init__()
+        self.model, self.family = model, family
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.family.loss(self.model, batch)
 
 
 def is_better(val: dict[str, float], best: dict[str, Any]) -> bool:
