@@ -207,7 +207,7 @@ def test_the_checks_find_a_planted_violation(tmp_path):
 # --------------------------------------------------------------------------- at run time
 
 _REPORT = ("import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules "
-           f"if m.split('.')[0] in {HEAVY!r}})))")
+           f"if m.split('.')[0] in {HEAVY!r}}})))")
 
 
 def _heavy_after(code: str, timeout: float = 120) -> list[str]:
