@@ -7,7 +7,7 @@ implementations:
   through ONNX Runtime's CUDA or TensorRT execution provider (needs
   ``onnxruntime-gpu``, which replaces ``onnxruntime``).
 - :class:`TensorRTBackend`: a TensorRT engine file written by
-  ``microgesture export --tensorrt`` (needs ``tensorrt`` and an NVIDIA GPU).
+  ``microgesture export --formats engine`` (needs ``tensorrt`` and an NVIDIA GPU).
 
 :func:`open_stage` opens one stage of a bundle at a precision on a device;
 :func:`available_devices` says which devices this machine can really run.
@@ -514,7 +514,7 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
     if not path.is_file():
         raise MicrogestureError(f"TensorRT engine file {path} does not exist")
     data = path.read_bytes()
-    rebuild = "rebuild it with microgesture export --tensorrt on the GPU machine"
+    rebuild = "rebuild it with microgesture export --formats engine on the GPU machine"
     if len(data) < 4:
         raise MicrogestureError(f"{path} is too short ({len(data)} bytes) to be a microgesture "
                                 f"engine file; {rebuild}")
@@ -750,7 +750,7 @@ class TensorRTBackend(_BackendBase):
             raise MicrogestureError(
                 f"{self.path} was built with TensorRT {built}; this machine has {trt.__version__} "
                 "and TensorRT engines only load in the version that built them: rebuild it here "
-                "with microgesture export --tensorrt")
+                "with microgesture export --formats engine")
         self._memory = _device_memory(device_id, allocator)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -760,7 +760,7 @@ class TensorRTBackend(_BackendBase):
             raise MicrogestureError(
                 f"TensorRT could not deserialise {self.path} (built on {self.metadata.get('gpu')} "
                 f"with TensorRT {built}); engines are specific to a GPU model and TensorRT "
-                "version: rebuild it on this machine with microgesture export --tensorrt")
+                "version: rebuild it on this machine with microgesture export --formats engine")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
@@ -809,8 +809,9 @@ class TensorRTBackend(_BackendBase):
             if any(a > b for a, b in zip(array.shape, top)):
                 raise MicrogestureError(
                     f"{self.name}: input {name!r} has shape {array.shape}, beyond the engine's "
-                    f"largest profile shape {top}: run smaller batches or rebuild the engine "
-                    "with a larger --max-batch")
+                    f"largest profile shape {top}: run smaller batches (microgesture export "
+                    "--formats engine builds for up to 8), or rebuild the engine with "
+                    "export.tensorrt.build_engines(..., max_batch=N)")
             if not self._context.set_input_shape(name, array.shape):
                 raise MicrogestureError(f"{self.name}: TensorRT refused shape {array.shape} for "
                                         f"input {name!r} (profile max {top})")
