@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import struct
 import threading
 import warnings
@@ -52,8 +51,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from microgesture.core.errors import MicrogestureError
-from microgesture.core.paths import atomic_write
+from microgesture.core.errors import MicrogestureError, UnknownNameError
+from microgesture.core.paths import atomic_write, cache_dir as cache_dir_of
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 PRECISIONS = ("fp32", "int8", "fp16", "engine")
@@ -232,24 +231,41 @@ def _ort():
     return onnxruntime
 
 
+def session_options(threads: int = 1, spinning: bool = False, optimization: str = "all",
+                    log_severity: int | None = None):
+    """The ``SessionOptions`` of every ONNX Runtime session we open: ``threads`` intra-op
+    threads (0: all cores), one inter-op thread, sequential execution, spinning on or off,
+    the graph optimisation level (``all``, ``extended``, ``basic`` or ``disabled``) and,
+    when given, the log severity (3: errors only, 4: fatal only)."""
+    ort = _ort()
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if optimization not in levels:
+        raise UnknownNameError("optimization level", optimization, levels)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = levels[optimization]
+    spin = "1" if spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if log_severity is not None:
+        options.log_severity_level = log_severity
+    return options
+
+
 def cpu_session(model: str | Path | bytes, threads: int = 1, disabled_optimizers: tuple[str, ...] = ()):
     """A plain CPU ONNX Runtime session on ``model`` (a path or serialized bytes):
     ``threads`` intra-op threads, no spinning, warnings only; ``disabled_optimizers``:
     ONNX Runtime optimisers to skip (:data:`FP16_DISABLED_OPTIMIZERS`). For checks and
     measurements; streaming opens its stages as :class:`OrtBackend`."""
     ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options = session_options(threads, log_severity=3)
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                 providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
-
-
-def _default_cache(kind: str) -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "microgesture" / kind
 
 
 def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
@@ -260,7 +276,8 @@ def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
     """ONNX Runtime's ``providers=`` list for ``device``, best first, with options.
 
     TensorRT: engine and timing caches under ``cache_dir`` (default
-    ``~/.cache/microgesture/ort-tensorrt``) so the second start skips the build.
+    ``~/.cache/microgesture/ort-tensorrt``, see :func:`core.paths.cache_dir`) so the second
+    start skips the build.
     ONNX Runtime names cached engines by file and tensor names, not weights, so the
     engines go into a subfolder named by ``cache_key`` (the model file's sha256,
     which :class:`OrtBackend` passes): a re-exported bundle never runs another
@@ -274,7 +291,6 @@ def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
     ``provider_options`` (provider name -> options) are merged over ours.
     """
     if device not in DEVICES:
-        from microgesture.core.errors import UnknownNameError
         raise UnknownNameError("device", device, DEVICES)
     extra = {k: dict(v) for k, v in (provider_options or {}).items()}
     cuda = ("CUDAExecutionProvider", {"device_id": str(device_id),
@@ -284,7 +300,7 @@ def provider_list(device: str, *, device_id: int = 0, fp16: bool = False,
         return ["CPUExecutionProvider"]
     if device == "cuda":
         return [cuda, "CPUExecutionProvider"]
-    cache = Path(cache_dir) if cache_dir else _default_cache("ort-tensorrt")
+    cache = Path(cache_dir) if cache_dir else cache_dir_of("ort-tensorrt")
     trt = ("TensorrtExecutionProvider", {
         "device_id": str(device_id),
         "trt_fp16_enable": "True" if fp16 else "False",
@@ -358,13 +374,7 @@ class OrtBackend(_BackendBase):
         if not isinstance(threads, int) or threads < 0:
             raise MicrogestureError(f"threads must be a whole number >= 0 (0: all cores), "
                                     f"got {threads!r}")
-        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                  "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-        if optimization not in levels:
-            from microgesture.core.errors import UnknownNameError
-            raise UnknownNameError("optimization level", optimization, levels)
+        options = session_options(threads, spinning, optimization)
         providers = provider_list(device, device_id=device_id, fp16=fp16, cache_dir=cache_dir,
                                   workspace_gb=workspace_gb, trt_profiles=trt_profiles,
                                   provider_options=provider_options,
@@ -380,14 +390,6 @@ class OrtBackend(_BackendBase):
                          if (p[0] if isinstance(p, tuple) else p) in available]
             if device == "tensorrt":
                 Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = levels[optimization]
-        spin = "1" if spinning else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers,
                                                  disabled_optimizers=list(disabled_optimizers))
@@ -890,8 +892,7 @@ def _probe_devices() -> tuple[str, ...]:
     for device in ("cuda", "tensorrt"):
         if PROVIDERS[device] not in available:
             continue
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
+        options = session_options(log_severity=4)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
