@@ -14,6 +14,7 @@ import numpy as np
 
 from microgesture.core.errors import MicrogestureError, did_you_mean
 from microgesture.core.redact import redact
+from microgesture.core.stream_ids import stream_id_for
 from microgesture.core.video import IMAGE_EXTENSIONS
 from microgesture.stream.sources.records import _LIVE_KINDS, NETWORK_SCHEMES
 
@@ -81,10 +82,8 @@ def parse_spec(spec: Any) -> SourceSpec:
     return SourceSpec("file", text, text)
 
 
-
 def default_stream_id(spec: SourceSpec) -> str:
-    """``camera0`` for cameras, the redacted URL for streams, the path for files."""
-    if spec.kind == "webcam":
-        return f"camera{spec.target}" if isinstance(spec.target, int) else Path(spec.target).name
-    return spec.display
+    """The id of a source opened without one: ``camera0``, a file's stem, a URL's host and
+    path without credentials (:func:`core.stream_ids.stream_id_for`), valid in events."""
+    return stream_id_for(spec.kind, spec.target)
 

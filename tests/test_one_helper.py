@@ -1,0 +1,90 @@
+"""One helper per job, and the places that used to do the job themselves now give the same
+answers through it: stream ids, ONNX Runtime session options, the cache folder, progress."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from microgesture.core.errors import MicrogestureError
+from microgesture.core.stream_ids import STREAM_ID, check_stream_id, stream_id_for
+from microgesture.stream.client import Subscriber
+from microgesture.stream.sources import FakeCapture, FakeOpener, default_stream_id, open_source, parse_spec
+
+SECRET_URL = "rtsp://admin:s3cretpw@10.0.0.5:554/live?token=t0ps3cret&channel=1"
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("0", "camera0"),
+    (3, "camera3"),
+    ("/dev/video2", "video2"),
+    ("/data/clips/interview 3.mp4", "interview-3"),
+    ("/data/frames/shot_1.png", "shot_1"),
+    ("rtsp://10.1.2.3:554/live", "10.1.2.3:554-live"),
+    ("_hidden.mp4", "hidden"),
+    ("rtsp://admin:pw@/", "stream"),
+])
+def test_a_source_gets_a_valid_stream_id(spec, expected):
+    parsed = parse_spec(spec)
+    assert default_stream_id(parsed) == stream_id_for(parsed.kind, parsed.target) == expected
+    assert check_stream_id(expected) == expected
+
+
+def test_a_default_stream_id_never_carries_credentials():
+    source = open_source(SECRET_URL, opener=FakeOpener(FakeCapture(FakeCapture.numbered_frames(1))))
+    try:
+        sid = source.stream_id
+        assert STREAM_ID.fullmatch(sid) and "10.0.0.5" in sid
+        assert not any(s in sid for s in ("admin", "s3cretpw", "t0ps3cret"))
+    finally:
+        source.stop()
+
+
+def test_a_long_name_is_cut_to_a_valid_id():
+    sid = stream_id_for("file", "/x/" + "a" * 100 + ".mp4")
+    assert sid == "a" * 64 and check_stream_id(sid)
+
+
+@pytest.mark.parametrize("bad", ["", "cam 0", "-cam", "a" * 65, None, 3])
+def test_the_publisher_rule_and_the_client_rule_are_one(bad):
+    with pytest.raises(MicrogestureError, match="stream id .* is not valid"):
+        check_stream_id(bad)
+    if isinstance(bad, str) and bad:
+        with pytest.raises(MicrogestureError, match="stream id .* is not valid"):
+            Subscriber("tcp://127.0.0.1:9", streams=[bad])
+
+
+# ---------------------------------------------------------------- ONNX Runtime sessions
+
+def test_every_session_gets_the_same_options():
+    ort = pytest.importorskip("onnxruntime")
+    from microgesture.core.backends import session_options
+
+    options = session_options(2, spinning=False, optimization="basic", log_severity=3)
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.log_severity_level == 3
+    assert session_options(spinning=True).get_session_config_entry("session.inter_op.allow_spinning") == "1"
+    with pytest.raises(MicrogestureError, match="optimization level"):
+        session_options(optimization="fastest")
+
+
+# ---------------------------------------------------------------- the cache folder
+
+def test_the_tensorrt_provider_cache_follows_the_cache_folder(monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from microgesture.core.backends import provider_list
+    from microgesture.core.paths import cache_dir
+
+    monkeypatch.setenv("MICROGESTURE_CACHE", str(tmp_path / "cache"))
+    trt = provider_list("tensorrt", cache_key="abc")[0][1]
+    assert Path(trt["trt_engine_cache_path"]).is_relative_to(cache_dir("ort-tensorrt"))
+    assert cache_dir("ort-tensorrt") == tmp_path / "cache" / "ort-tensorrt"
+    monkeypatch.delenv("MICROGESTURE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    trt = provider_list("tensorrt", cache_key="abc")[0][1]
+    assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "xdg" / "microgesture")
