@@ -88,3 +88,61 @@ def test_the_tensorrt_provider_cache_follows_the_cache_folder(monkeypatch, tmp_p
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     trt = provider_list("tensorrt", cache_key="abc")[0][1]
     assert Path(trt["trt_engine_cache_path"]).is_relative_to(tmp_path / "xdg" / "microgesture")
+
+
+# ---------------------------------------------------------------- progress
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_in_a_log_is_a_line_every_few_seconds_and_the_final_count():
+    from microgesture.core.progress import LOG_EVERY_S, Progress
+
+    out, clock = _Stream(tty=False), _Clock()
+    bar = Progress("pose", 10, "frames", rate="fps", stream=out, clock=clock)
+    for done in range(1, 11):   # one frame a second: only the one LOG_EVERY_S in is shown
+        clock.now = float(done)
+        bar.update(done)
+    bar.finish()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines == [f"pose: {int(LOG_EVERY_S)}/10 frames, 1.0 fps", "pose: 10/10 frames, 1.0 fps"]
+
+
+def test_progress_on_a_terminal_redraws_in_place_and_ends_the_line():
+    from microgesture.core.progress import Progress
+
+    out, clock = _Stream(tty=True), _Clock()
+    bar = Progress("synth", 3, "clips", stream=out, clock=clock)
+    for done in (1, 2, 3):
+        clock.now = float(done)
+        bar(done)
+    bar.finish(3)
+    assert out.getvalue() == "\rsynth: 1/3 clips \rsynth: 2/3 clips \rsynth: 3/3 clips \n"
+
+
+def test_progress_off_prints_nothing_and_iter_counts_every_item():
+    from microgesture.core.progress import Progress, progress_iter
+
+    quiet = _Stream(tty=True)
+    bar = Progress("x", 2, enabled=False, stream=quiet)
+    bar.update(1, force=True)
+    bar.finish(2)
+    assert quiet.getvalue() == ""
+    out = _Stream(tty=False)
+    assert list(progress_iter(range(4), "eval", unit="batches", stream=out)) == [0, 1, 2, 3]
+    assert out.getvalue() == "eval: 4/4 batches\n"

@@ -131,7 +131,6 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -139,6 +138,7 @@ import numpy as np
 
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.labels import IMIGUE_CLASSES
+from microgesture.core.progress import Progress
 from microgesture.core.skeleton_io import SkeletonWriter
 from microgesture.training.synth_animate import Track, animate, envelope, observe  # noqa: F401 (re-exported)
 from microgesture.training.synth_body import (  # noqa: F401 (re-exported)
@@ -227,18 +227,6 @@ def _prepare_out_dir(out: Path) -> None:
     (out / "skeletons").mkdir(parents=True, exist_ok=True)
 
 
-class _Progress:
-    def __init__(self, total: int, what: str, on: bool):
-        self.total, self.what, self.on, self.last = total, what, on, 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.on and (done == self.total or now - self.last >= 0.25):
-            self.last = now
-            end = "\n" if done == self.total else ""
-            print(f"\rsynth: {done}/{self.total} {self.what}", end=end, file=sys.stderr, flush=True)
-
-
 def _validate(subjects, clips_per_class, classes, frames, size, fps, seed):
     subjects = _check_int("subjects", subjects, 2, fix="A cross-subject split needs at least 2 subjects.")
     clips_per_class = _check_int("clips_per_class", clips_per_class, 1)
@@ -320,7 +308,7 @@ def write_synthetic(out_dir, subjects: int = 4, clips_per_class: int = 2, classe
     meta = {"generator": GENERATOR, "version": FORMAT_VERSION, "complete": False, "layout": LAYOUT,
             "params": params}
     _write_json(out / "synth.json", meta)    # marks the folder as ours before anything else is written
-    tick = _Progress(total, "clips", progress)
+    tick = Progress("synth", total, "clips", enabled=progress)
     jobs = [(str(out), seed, s, c, clips_per_class, frames, fps, size) for s in range(subjects)
             for c in range(classes)]
     done, clips = 0, {}
@@ -340,6 +328,7 @@ def write_synthetic(out_dir, subjects: int = 4, clips_per_class: int = 2, classe
                 clips[futures[fut]] = fut.result()
                 done += clips_per_class
                 tick(done)
+    tick.finish(done)
     clips = [clip for job in jobs for clip in clips[job[2:4]]]
     with open(out / "clips.csv", "w", encoding="utf-8", newline="") as fh:
         wr = csv.writer(fh, lineterminator="\n")
@@ -435,7 +424,7 @@ def make_long_video(out_path, duration_s: float = 60.0, classes=None, seed: int 
     track = animate(subj, events, frames, fps, rng, size)
     obs = observe(track, subj, rng, size)
     skel, gt = out.with_suffix(".jsonl"), out.with_name(out.stem + "_gt.csv")
-    tick = _Progress(frames, "frames", progress)
+    tick = Progress("synth", frames, "frames", enabled=progress)
     import cv2
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), tuple(size))
     if not writer.isOpened():
@@ -450,6 +439,7 @@ def make_long_video(out_path, duration_s: float = 60.0, classes=None, seed: int 
                 tick(f + 1)
     finally:
         writer.release()
+    tick.finish(frames)
     with open(gt, "w", encoding="utf-8", newline="") as fh:
         wr = csv.writer(fh, lineterminator="\n")
         wr.writerow(["label", "start_frame", "end_frame"])
