@@ -146,3 +146,42 @@ def test_progress_off_prints_nothing_and_iter_counts_every_item():
     out = _Stream(tty=False)
     assert list(progress_iter(range(4), "eval", unit="batches", stream=out)) == [0, 1, 2, 3]
     assert out.getvalue() == "eval: 4/4 batches\n"
+
+
+# ---------------------------------------------------------------- video files
+
+@pytest.fixture
+def small_video(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    path = tmp_path / "five.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 32))
+    for k in range(5):
+        writer.write(np.full((32, 48, 3), 40 * k + 20, np.uint8))
+    writer.release()
+    return path
+
+
+def test_probing_and_seeking_a_video_file(small_video, tmp_path):
+    from microgesture.core.video import probe_video, read_video_frame
+    from microgesture.stream.online_eval import video_fps
+
+    info = probe_video(small_video)
+    assert (info.fps, info.frame_count, info.size) == (pytest.approx(10.0), 5, (48, 32))
+    assert video_fps(small_video) == pytest.approx(10.0)
+    frame = read_video_frame(small_video, 3)
+    assert frame.shape == (32, 48, 3) and abs(float(frame.mean()) - 140) < 6
+    assert read_video_frame(small_video, 99) is None
+    (tmp_path / "not_a_video.mp4").write_bytes(b"nothing here")
+    for bad in (tmp_path / "missing.mp4", tmp_path / "not_a_video.mp4"):
+        assert probe_video(bad) is None and read_video_frame(bad, 0) is None
+    assert video_fps(tmp_path / "missing.mp4") == 30.0
+
+
+@pytest.mark.parametrize("value,expected", [(25, 25.0), ("29.97", 29.97), (0, None), (-5, None),
+                                            (float("nan"), None), (90000.0, None), (None, None)])
+def test_a_reported_frame_rate_is_kept_only_when_believable(value, expected):
+    from microgesture.core.video import sane_fps
+
+    assert sane_fps(value) == expected

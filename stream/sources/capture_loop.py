@@ -14,9 +14,9 @@ import logging
 import numpy as np
 
 from microgesture.core.errors import MicrogestureError
-from microgesture.core.video import DEFAULT_VIDEO_FPS
+from microgesture.core.video import DEFAULT_VIDEO_FPS, sane_fps
 from microgesture.stream.sources.captures import (CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_POS_MSEC,
-                                                 _good, _sane_fps, _to_rgb)
+                                                 _good, _to_rgb)
 from microgesture.stream.sources.records import LIVE_STALL_S, Frame, StreamState, SystemClock, fmt_size
 from microgesture.stream.stall import Stalled, TimedReader
 
@@ -50,7 +50,7 @@ class CaptureLoop:
         self._cap = cap
         if self._stall_s:  # live: a read that hangs longer than the stall limit is a loss
             self._reader = TimedReader(cap, name=f"microgesture-read-{self.stream_id}")
-        fps = self._fps_override or _sane_fps(cap.get(CAP_PROP_FPS))
+        fps = self._fps_override or sane_fps(cap.get(CAP_PROP_FPS))
         if fps:
             self._fps = fps
         elif not self.live:

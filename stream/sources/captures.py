@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from microgesture.core.video import DEFAULT_VIDEO_FPS, IMAGE_EXTENSIONS, natural_key
+from microgesture.core.video import (DEFAULT_VIDEO_FPS, IMAGE_EXTENSIONS, natural_key, open_capture,
+                                     read_image_bgr)
 
 # cv2.VideoCapture property ids (the same numbers as cv2.CAP_PROP_*; named here so that
 # fakes and this module need not import cv2).
@@ -53,12 +54,8 @@ class ImageFolderCapture:
             return False, None
         path = self._files[self._pos]
         self._pos += 1
-        try:
-            data = np.fromfile(str(path), dtype=np.uint8)
-        except OSError:
-            return False, None
-        bgr = _cv2().imdecode(data, _cv2().IMREAD_COLOR) if data.size else None
-        if bgr is None or not bgr.size:
+        bgr = read_image_bgr(path)
+        if bgr is None:
             return False, None
         self._size = (bgr.shape[1], bgr.shape[0])
         return True, bgr
@@ -97,7 +94,7 @@ class OpenCVOpener:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)]
             return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-        return cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+        return open_capture(target)
 
     def __repr__(self) -> str:
         return f"OpenCVOpener(open_timeout_s={self.open_timeout_s}, read_timeout_s={self.read_timeout_s})"
@@ -121,13 +118,5 @@ def _to_rgb(image: np.ndarray) -> np.ndarray | None:
     if image.ndim == 3 and image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return None
-
-
-def _sane_fps(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and 0 < value < 1000 else None
 
 
