@@ -157,7 +157,7 @@ def stage_file(manifest: dict[str, Any], stage: str, precision: str = "fp32") ->
         raise MicrogestureError(
             f"the bundle has no {precision!r} file for stage {stage!r}; it has: "
             f"{', '.join(have) or 'none'}. Choose one of those, or re-export with that precision "
-            "(engines: microgesture export --tensorrt on a GPU machine)")
+            "(engines: microgesture export --formats engine on a GPU machine)")
     if "root" not in manifest:
         raise MicrogestureError("this manifest was not read with read_manifest (no 'root'); "
                                 "open the bundle with core.bundle.read_manifest(BUNDLE)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 
 from . import layouts
 from .errors import MicrogestureError, UnknownNameError, did_you_mean
+from .progress import Progress
 from .skeleton_io import iter_jsonl, read_imigue_csv, write_jsonl
 from .video import open_media, validate_frame
 
@@ -418,38 +418,6 @@ def estimate_to_layout(pose: Pose, layout: str) -> Pose:
 
 # ----------------------------------------------------------------------------- extraction
 
-class _Progress:
-    """A ``frames / total, fps`` counter on stderr: in place on a terminal, a line every
-    few seconds otherwise (logs)."""
-
-    def __init__(self, enabled: bool, total: int | None):
-        self.enabled, self.total = enabled, total
-        self.tty = enabled and sys.stderr.isatty()
-        self.every_s = 0.25 if self.tty else 5.0
-        self.t0 = self.last = time.perf_counter()
-        self.shown = 0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < self.every_s):
-            return
-        self.last, self.shown = now, done
-        fps = done / (now - self.t0) if now > self.t0 else 0.0
-        total = f"/{self.total}" if self.total else ""
-        text = f"pose: {done}{total} frames, {fps:.1f} fps"
-        sys.stderr.write(f"\r{text} " if self.tty else text + "\n")
-        sys.stderr.flush()
-
-    def finish(self, done: int) -> None:
-        if not self.enabled:
-            return
-        if self.shown != done or done == 0:
-            self.update(done, force=True)
-        if self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def extract_skeletons(source, out, layout: str = "coco18", estimator="mediapipe",
                       max_frames: int | None = None, progress: bool = True,
                       fps: float | None = None) -> dict:
@@ -481,7 +449,7 @@ def extract_skeletons(source, out, layout: str = "coco18", estimator="mediapipe"
             total = reader.frame_count
             if max_frames is not None:
                 total = min(total, max_frames) if total else max_frames
-            bar = _Progress(progress, total)
+            bar = Progress("pose", total, "frames", rate="fps", enabled=progress)
             written = persons = 0
             pose_ms: list[float] = []
             last_ts, interrupted = None, False

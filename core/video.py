@@ -92,8 +92,8 @@ def _cv2():
     return cv2
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when OpenCV cannot decode the file."""
+def read_image_bgr(path: str | Path) -> np.ndarray | None:
+    """A BGR uint8 image (OpenCV's order), or None when the file cannot be read or decoded."""
     cv2 = _cv2()
     # imdecode from bytes: works for any path (cv2.imread mishandles some unicode paths)
     try:
@@ -101,9 +101,72 @@ def _read_image(path: Path) -> np.ndarray | None:
     except OSError:   # unreadable (permissions, vanished): a skipped frame, not a crash
         return None
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None or bgr.size == 0:
+    return None if bgr is None or bgr.size == 0 else bgr
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    """RGB uint8 image, or None when OpenCV cannot decode the file."""
+    bgr = read_image_bgr(path)
+    return None if bgr is None else _cv2().cvtColor(bgr, _cv2().COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- video files
+
+def sane_fps(value) -> float | None:
+    """A frame rate a capture or a header reported, when it is believable (a finite number,
+    0 < fps < 1000); else None (0, NaN and 90000 are all seen in the wild)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return value if np.isfinite(value) and 0 < value < 1000 else None
+
+
+def open_capture(path: str | Path):
+    """``cv2.VideoCapture`` on a video file through FFmpeg, the one way every reader here
+    opens a file (check ``isOpened()``; release it when done). Cameras and network streams
+    are opened by their readers, which set timeouts and buffers of their own."""
+    cv2 = _cv2()
+    return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file's header says: ``fps`` (None when missing or absurd, see
+    :func:`sane_fps`), ``frame_count`` (None when unknown) and ``size`` (width, height)."""
+
+    fps: float | None
+    frame_count: int | None
+    size: tuple[int, int] | None
+
+
+def probe_video(path: str | Path) -> VideoInfo | None:
+    """:class:`VideoInfo` of a video file without decoding it; None when it cannot be opened."""
+    cv2 = _cv2()
+    cap = open_capture(path)
+    try:
+        if not cap.isOpened():
+            return None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        return VideoInfo(sane_fps(cap.get(cv2.CAP_PROP_FPS)), count if count > 0 else None,
+                         (width, height) if width > 0 and height > 0 else None)
+    finally:
+        cap.release()
+
+
+def read_video_frame(path: str | Path, index: int) -> np.ndarray | None:
+    """Frame ``index`` (0-based) of a video file as BGR uint8, or None when it cannot be read."""
+    cv2 = _cv2()
+    cap = open_capture(path)
+    try:
+        if not cap.isOpened():
+            return None
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        return bgr if ok and bgr is not None and bgr.size else None
+    finally:
+        cap.release()
 
 
 class MediaReader:
@@ -196,8 +259,7 @@ class _CaptureReader(MediaReader):
         self.kind = kind   # _time() needs it before MediaReader.__init__ runs
         self._cap, self._max_failed, self._fixed_fps = capture, max_failed_reads, fps is not None
         if fps is None:
-            fps = capture.get(cv2.CAP_PROP_FPS)
-            fps = fps if fps and np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_VIDEO_FPS
+            fps = sane_fps(capture.get(cv2.CAP_PROP_FPS)) or DEFAULT_VIDEO_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == "video" else 0
         self._t0 = time.monotonic()
         # Read the first frame now: it proves the source is readable and gives the size.
@@ -313,8 +375,7 @@ def _open_path(path: Path, fps: float | None, max_failed_reads: int) -> MediaRea
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return _ImageFilesReader(path, "image", [path], fps or DEFAULT_IMAGE_FPS)
-    cv2 = _cv2()
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = open_capture(path)
     if cap.isOpened():
         return _CaptureReader(path, "video", cap, max_failed_reads, fps)
     cap.release()

@@ -210,13 +210,11 @@ def data_fps(data: str | os.PathLike | None) -> tuple[float, str]:
     for folder in (root / "videos", root):
         for ext in (".mp4", ".avi", ".mkv", ".mov"):
             for video in sorted(folder.glob(f"*{ext}"))[:1]:
-                import cv2  # a runtime dependency; imported only here
+                from microgesture.core.video import probe_video
 
-                cap = cv2.VideoCapture(str(video))
-                fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
-                cap.release()
-                if fps and 1 <= fps <= 1000:
-                    return float(fps), f"video {video.name}"
+                info = probe_video(video)
+                if info is not None and info.fps:
+                    return info.fps, f"video {video.name}"
     return DEFAULT_FPS, "default"
 
 

@@ -259,7 +259,7 @@ def write_repository(bundle_dir: str | Path, out_dir: str | Path, max_batch: int
             if limit is not None and max_batch > limit:
                 raise MicrogestureError(
                     f"{files[name].name} was built for batches up to {limit}; pass max_batch <= "
-                    f"{limit} or rebuild the engine with a larger --max-batch")
+                    f"{limit}, or rebuild the engine with export.tensorrt.build_engines(max_batch=N)")
             platform, kind = "tensorrt_plan", "KIND_GPU"
             (model_dir / "1").mkdir(parents=True, exist_ok=True)
             (model_dir / "1" / "model.plan").write_bytes(engine)

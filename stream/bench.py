@@ -40,6 +40,7 @@ import numpy as np
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.paths import DEMO_BUNDLE, cache_dir
 from microgesture.core.redact import redact, redact_text, redact_value, secrets_of
+from microgesture.core.video import open_capture
 
 WARMUP_FRACTION = 0.2
 """Share of the run left out of the memory slope (model loading, first allocations)."""
@@ -88,7 +89,7 @@ def render_source(source: str | os.PathLike, size: tuple[int, int] | None, fps: 
     import cv2
 
     src = Path(source)
-    cap = cv2.VideoCapture(str(src))
+    cap = open_capture(src)
     if not cap.isOpened():
         raise MicrogestureError(f"cannot read the video {src}; give a video file OpenCV can open")
     fps = float(fps or cap.get(cv2.CAP_PROP_FPS) or 30.0)

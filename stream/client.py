@@ -1,7 +1,7 @@
 """The Python client for microgesture events: subscribe, iterate, detect lost messages.
 
-Needs pyzmq and the standard library only (and ``microgesture.core.errors`` for
-its error type). Any other language reads the same wire format: a ZeroMQ SUB
+Needs pyzmq and the standard library only (and ``microgesture.core`` for its error
+type and the stream-id rule). Any other language reads the same wire format: a ZeroMQ SUB
 socket connected to the publisher, subscribed to topic prefixes
 ``<type>.<stream>``, receiving two frames per message, the topic and one JSON
 object (schema ``microgesture.event/1``, documented in
@@ -29,7 +29,6 @@ sent.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,7 @@ from datetime import datetime
 import zmq
 
 from microgesture.core.errors import MicrogestureError, UnknownNameError
+from microgesture.core.stream_ids import check_stream_id
 
 # The same values as in microgesture.stream.events (kept here so the client needs no numpy).
 SCHEMA_PREFIX = "microgesture.event/"
@@ -46,7 +46,6 @@ EVENT_TYPES = ("gesture", "heartbeat", "source", "window")
 DEFAULT_TYPES = ("gesture", "heartbeat", "source")
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 
-_STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _POLL_SLICE_S = 0.5   # a blocking wait polls in slices, so Ctrl-C is always seen promptly
 _DEFAULT = object()
 
@@ -90,9 +89,7 @@ class Subscriber:
                 raise UnknownNameError("event type", t, EVENT_TYPES)
         self.streams = None if streams is None else _as_tuple(streams, "streams")
         for s in self.streams or ():
-            if not isinstance(s, str) or not _STREAM_ID.fullmatch(s):
-                raise MicrogestureError(f"stream id {s!r} is not valid: use 1 to 64 letters, digits, '_', "
-                                        f"'-', '.' or ':', starting with a letter or digit (e.g. cam0).")
+            check_stream_id(s)
         if timeout is not None and not timeout >= 0:
             raise MicrogestureError(f"timeout must be >= 0 seconds (or None to wait forever), got {timeout!r}.")
         self.timeout = timeout

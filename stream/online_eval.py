@@ -119,14 +119,11 @@ def read_log(path: Path) -> tuple[list[dict], list[tuple[np.ndarray, WindowInfo]
 # --------------------------------------------------------------------------- streaming one video
 
 def video_fps(path: Path) -> float:
-    import cv2
+    """The frame rate a video's header gives, else 30."""
+    from microgesture.core.video import DEFAULT_VIDEO_FPS, probe_video
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-    finally:
-        cap.release()
-    return float(fps) if fps and 1 <= fps <= 1000 else 30.0
+    info = probe_video(path)
+    return info.fps if info is not None and info.fps else DEFAULT_VIDEO_FPS
 
 
 def stream_video(bundle: str, video: LongVideo, log: Path, *, pose: str = "auto", precision: str = "auto",

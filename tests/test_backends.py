@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from microgesture.core import backends
+from microgesture.core import backends, tensorrt_backend
 from microgesture.core.backends import (Backend, OrtBackend, TensorRTBackend, available_devices,
                                         open_stage, read_engine_file, validate_feeds,
                                         write_engine_file)
@@ -561,8 +561,8 @@ def test_tensorrt_backend_logic_with_a_fake_runtime(tmp_path, monkeypatch):
             deserialize_cuda_engine=lambda data: _FakeEngine(memory) if data == b"OK" else None))
     fake.Logger.WARNING = 2
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(backends, "_device_memory", lambda device_id, allocator: memory)
-    monkeypatch.setattr(backends, "gpu_name", lambda device_id=0: "Fake GPU")
+    monkeypatch.setattr(tensorrt_backend, "_device_memory", lambda device_id, allocator: memory)
+    monkeypatch.setattr(tensorrt_backend, "gpu_name", lambda device_id=0: "Fake GPU")
     path = tmp_path / "visual.fp16.engine"
     write_engine_file(path, {"stage": "visual", "tensorrt": "10.0.fake",
                              "inputs": [{"name": "x", "shape": ["batch", 4]}]}, b"OK")
@@ -626,8 +626,8 @@ def test_tensorrt_backend_returns_each_output_by_name(tmp_path, monkeypatch):
         Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: _TwoOutputEngine(memory)))
     fake.Logger.WARNING = 2
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(backends, "_device_memory", lambda device_id, allocator: memory)
-    monkeypatch.setattr(backends, "gpu_name", lambda device_id=0: "Fake GPU")
+    monkeypatch.setattr(tensorrt_backend, "_device_memory", lambda device_id, allocator: memory)
+    monkeypatch.setattr(tensorrt_backend, "gpu_name", lambda device_id=0: "Fake GPU")
     path = tmp_path / "head.fp16.engine"
     write_engine_file(path, {"stage": "head", "tensorrt": "10.0.fake"}, b"OK")
     backend = TensorRTBackend(path)

@@ -17,7 +17,8 @@ import zmq
 from microgesture.core.errors import MicrogestureError
 from microgesture.stream import client, events
 from microgesture.stream.client import Subscriber, format_event, listen
-from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo, validate_event
+from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
+from event_schema import validate_event
 
 LABELS = ("rest", "touch jaw", "fold arms")
 

@@ -19,7 +19,8 @@ import zmq
 
 from microgesture.core.errors import MicrogestureError
 from microgesture.stream.events import (SCHEMA, SOURCE_STATUSES, EventPublisher, GestureSmoother, WindowInfo,
-                                        check_bind_address, load_schema, validate_event, wall_time)
+                                        check_bind_address, load_schema, wall_time)
+from event_schema import validate_event
 
 LABELS = ("rest", "touch jaw", "fold arms")
 STEP_NS = 100_000_000   # fake clock: one window every 0.1 s

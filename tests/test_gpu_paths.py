@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from microgesture.core import backends
+from microgesture.core import backends, tensorrt_backend
 from microgesture.core.errors import MicrogestureError
 
 
@@ -80,8 +80,8 @@ def test_the_engine_selects_its_gpu_in_every_calling_thread(tmp_path, monkeypatc
             deserialize_cuda_engine=lambda data: _FakeEngine(memory)))
     fake.Logger.WARNING = 2
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(backends, "_device_memory", lambda device_id, allocator: memory)
-    monkeypatch.setattr(backends, "gpu_name", lambda device_id=0: "Fake GPU")
+    monkeypatch.setattr(tensorrt_backend, "_device_memory", lambda device_id, allocator: memory)
+    monkeypatch.setattr(tensorrt_backend, "gpu_name", lambda device_id=0: "Fake GPU")
     path = tmp_path / "head.fp16.engine"
     backends.write_engine_file(path, {"stage": "head", "tensorrt": "10.0.fake",
                                       "inputs": [{"name": "x", "shape": ["batch", 4]}]}, b"OK")
@@ -115,7 +115,7 @@ def test_cuda_python_that_cannot_drive_the_gpu_falls_back_to_torch(monkeypatch):
 
         def __init__(self, device_id):
             self.device_id = device_id
-    monkeypatch.setattr(backends, "_TorchMemory", FakeTorchMemory)
+    monkeypatch.setattr(tensorrt_backend, "_TorchMemory", FakeTorchMemory)
     with pytest.warns(RuntimeWarning, match="driver version is insufficient.*torch CUDA buffers"):
         memory = backends._device_memory(1, "auto")
     assert memory.kind == "torch" and memory.device_id == 1
@@ -126,7 +126,7 @@ def test_cuda_python_that_cannot_drive_the_gpu_falls_back_to_torch(monkeypatch):
 def test_old_cuda_python_without_bindings_falls_back_to_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))   # < 12.6.1
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
-    monkeypatch.setattr(backends, "_TorchMemory", lambda device_id: types.SimpleNamespace(
+    monkeypatch.setattr(tensorrt_backend, "_TorchMemory", lambda device_id: types.SimpleNamespace(
         kind="torch"))
     assert backends._device_memory(0, "auto").kind == "torch"
     with pytest.raises(MicrogestureError, match="cuda-python>=12.6.1,<13"):

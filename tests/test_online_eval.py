@@ -10,7 +10,8 @@ import pytest
 
 from microgesture.cli import main
 from microgesture.core.paths import DEMO_BUNDLE
-from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo, validate_event
+from microgesture.stream.events import EventPublisher, GestureSmoother, WindowInfo
+from event_schema import validate_event
 from microgesture.stream.silence import SilenceWatch
 
 LABELS = ("rest", "touch jaw", "fold arms")

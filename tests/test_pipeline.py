@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microgesture.stream.events import validate_event
+from event_schema import validate_event
 from microgesture.stream.pipeline import (Recognizer, SmoothingOptions, StreamOptions,
                                           event_stream_id, run_stream)
 

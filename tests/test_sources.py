@@ -514,7 +514,7 @@ def test_real_video_file_reads_every_frame_in_order(tmp_path):
     assert abs(img[..., 2].mean() - 200) < 6 and abs(img[..., 0].mean() - 20) < 6   # RGB
     assert np.diff([f.capture_ns for f in frames]) == pytest.approx(1e9 / 30, abs=1)
     assert source.stats().dropped == {} and events(source)[-1] == "ended"
-    assert source.stream_id == str(path) and source.size == (64, 48)
+    assert source.stream_id == path.stem and source.size == (64, 48)   # a valid event stream id
 
 
 def test_image_folder_in_natural_order(tmp_path):
@@ -559,3 +559,17 @@ def test_threads_do_not_leak():
         source.join(5)
         drain(source)
     assert threading.active_count() <= before
+
+
+def test_every_name_of_the_old_single_module_still_imports_from_the_package():
+    """stream.sources became a package of focused modules; its names stay where they were."""
+    import microgesture.stream.sources as package
+
+    names = ("CAP_PROP_POS_MSEC CAP_PROP_POS_FRAMES CAP_PROP_FRAME_WIDTH CAP_PROP_FRAME_HEIGHT "
+             "CAP_PROP_FPS CAP_PROP_FRAME_COUNT NETWORK_SCHEMES LIVE_BUFFER FILE_BUFFER "
+             "LIVE_MAX_FAILED_READS FILE_MAX_FAILED_READS LIVE_STALL_S STATUS_HISTORY BufferPolicy "
+             "StreamState Frame SourceStatus SourceStats Clock SystemClock FakeClock SourceSpec "
+             "parse_spec ImageFolderCapture OpenCVOpener FakeCapture FakeOpener Backoff "
+             "StatusCallback VideoSource default_stream_id open_source redact redact_text").split()
+    assert [n for n in names if not hasattr(package, n)] == []
+    assert set(names) <= set(package.__all__)

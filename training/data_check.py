@@ -32,6 +32,7 @@ from microgesture.core.layouts import convert, get_layout
 from microgesture.core.paths import atomic_write
 from microgesture.core.preprocess import _cv2
 from microgesture.core.skeleton_io import read_jsonl
+from microgesture.core.video import probe_video, read_video_frame
 from microgesture.training.datasets import CHALLENGE_SIZE, ClipRecord, open_dataset
 
 SIDE_SAMPLES = 24
@@ -40,26 +41,8 @@ MIRRORED_BELOW = 0.5
 
 
 def _video_frames(path: Path) -> tuple[int | None, tuple[int, int] | None]:
-    cv2 = _cv2()
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            return None, None
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
-        return count, (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    finally:
-        cap.release()
-
-
-def _read_frame(path: Path, index: int) -> np.ndarray | None:
-    cv2 = _cv2()
-    cap = cv2.VideoCapture(str(path))
-    try:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, bgr = cap.read()
-        return bgr if ok else None
-    finally:
-        cap.release()
+    info = probe_video(path)
+    return (None, None) if info is None else (info.frame_count, info.size)
 
 
 def clip_pose(record: ClipRecord, video_size: tuple[int, int] | None):
@@ -187,7 +170,7 @@ def _picture(records, sizes, path: Path, split: str) -> Path:
         video_size = (sizes.get(record.video) or _video_frames(record.video))[1]
     kp, sc, frames, size = clip_pose(record, video_size)
     mid = len(kp) // 2
-    image = _read_frame(record.video, int(frames[mid])) if record.video is not None else None
+    image = read_video_frame(record.video, int(frames[mid])) if record.video is not None else None
     note = f"frame {int(frames[mid])}" if image is not None else "no RGB video"
     if image is None:
         image = np.full((size[1], size[0], 3), 90, np.uint8)

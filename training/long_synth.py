@@ -25,13 +25,13 @@ import csv
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.labels import IMIGUE_CLASSES
 from microgesture.core.long_videos import write_intervals
+from microgesture.core.progress import Progress
 from microgesture.training.synth import GENERATOR, LAYOUT, make_long_video
 
 FIRST_SUBJECT = 100
@@ -89,10 +89,10 @@ def write_long_videos(out_dir, videos: int = 8, seconds: float = 60.0, seed: int
             for i in range(videos)]
     results: dict[str, dict] = {}
 
+    bar = Progress("synth", videos, "long videos", enabled=progress)
+
     def note(name):
-        if progress:
-            print(f"\rsynth: {len(results)}/{videos} long videos", end="\n" if len(results) == videos else "",
-                  file=sys.stderr, flush=True)
+        bar.update(len(results))
 
     if workers == 1:
         for job in jobs:
@@ -107,6 +107,7 @@ def write_long_videos(out_dir, videos: int = 8, seconds: float = 60.0, seed: int
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 note(futures[fut])
+    bar.finish(len(results))
     rows, table = [], []
     for i, job in enumerate(jobs):
         name, info = job[1], results[job[1]]

@@ -21,7 +21,6 @@ and view for ViT-B/32 at 224 px. A run resumed with ``--resume`` reuses its cach
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from torch import Tensor, nn
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.family import family_of
 from microgesture.core.paths import atomic_write
+from microgesture.core.progress import Progress
 from microgesture.training.transforms import ClipDataset, make_loader
 
 CACHE_DIR = "token_cache"
@@ -180,7 +180,8 @@ def build(model: nn.Module, dataset: ClipDataset, folder: Path, name: str, views
     tokens = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
     filled = np.zeros(shape[:2], bool)
     model.eval()
-    t0, done = time.monotonic(), 0
+    done, bar = 0, Progress(f"token cache {name}", views * len(dataset), "clips", rate="clips/s",
+                            enabled=progress)
     for v in range(views):
         dataset.set_epoch(v)
         loader = make_loader(dataset, batch_size, train=False, workers=workers)
@@ -192,18 +193,14 @@ def build(model: nn.Module, dataset: ClipDataset, folder: Path, name: str, views
             tokens[v, idx] = hidden.to(torch.float16).cpu().numpy()
             filled[v, idx] = True
             done += b
-            if progress:
-                print(f"\rtoken cache {name}: view {v + 1}/{views}, {done}/{views * len(dataset)} "
-                      f"clips, {done / (time.monotonic() - t0):.1f} clips/s", end="",
-                      file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+            bar.update(done, f"view {v + 1}/{views}")
+    bar.finish(done, f"view {views}/{views}")
     tokens.flush()
     del tokens
     missing = int((~filled).sum())
     if missing == filled.size:
         raise MicrogestureError(f"the token cache for {name} is empty: no clip could be loaded")
-    record = {"meta": meta, "shape": shape, "seconds": round(time.monotonic() - t0, 2),
+    record = {"meta": meta, "shape": shape, "seconds": round(time.monotonic() - bar.t0, 2),
               "unreadable_clip_views": missing}   # bad clips are replaced by good ones, as in training
     atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(record)))
     return CachedClips(dataset, path, shape)
