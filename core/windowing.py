@@ -46,6 +46,7 @@ from microgesture.core.preprocess import (BOX_PADDING, _cv2, crop_resize, joints
 from microgesture.core.sampling import sample_clip, sample_indices
 from microgesture.core.dataset_index import CHALLENGE_SIZE
 from microgesture.core.skeleton_io import IMIGUE_HEIGHT, IMIGUE_LAYOUT, IMIGUE_WIDTH, read_jsonl
+from microgesture.core.video import open_capture
 
 # ----------------------------------------------------------------------------- skeletons
 
@@ -101,7 +102,7 @@ class VideoClip:
     def __init__(self, path):
         cv2 = _cv2()
         self.path = path
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        self._cap = open_capture(path)
         if not self._cap.isOpened():
             self._cap.release()
             raise MicrogestureError(f"cannot open video {path}: not a video OpenCV can read (missing codec, "
@@ -126,7 +127,7 @@ class VideoClip:
                 pos = first
             else:  # no seeking in this file: start again from the beginning
                 self._cap.release()
-                self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+                self._cap = open_capture(self.path)
         out, keep = {}, set(wanted)
         for index in range(pos, last + 1):
             if index in keep:
