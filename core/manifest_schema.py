@@ -165,11 +165,28 @@ def require_window(manifest: dict[str, Any], bundle: Any, need_layout: bool = Tr
     """The bundle's ``window`` with every field streaming needs present and valid."""
     path = Path(str(bundle)) / "manifest.json"
     window = manifest["window"]
-    keys = ["rgb_frames", "pose_frames", "span_s", "heatmap_size", "sigma", "image_size"]
+    if manifest.get("members"):  # an ensemble: the members' windows hold the rest
+        keys = ["span_s"]
+        need_layout = False
+    else:
+        keys = ["rgb_frames", "pose_frames", "span_s"]
+        for key in keys[:2]:
+            if key in window and (isinstance(window[key], bool) or not isinstance(window[key], int)
+                                  or window[key] < 0):
+                raise _fail(path, f"window.{key}", f"is {window[key]!r}, expected a whole number >= 0")
+        if window.get("rgb_frames", 1):  # a pose-only model (PoseC3D) needs no image size
+            keys.append("image_size")
+        if window.get("pose_frames", 1):  # an RGB-only model (the video CLIP) needs no heatmaps
+            keys += ["heatmap_size", "sigma"]
+        if not window.get("rgb_frames", 1) and not window.get("pose_frames", 1):
+            raise _fail(path, "window", "samples no RGB and no pose frames")
     for key in keys + (["layout"] if need_layout else []):
         if key not in window:
             raise _fail(path, f"window.{key}", "is missing (streaming needs the window's "
                         "frames, span, layout, heatmap and image sizes)")
+    for key, allowed in (("heatmap_kind", ("joints", "limbs")), ("heatmap_crop", ("person", "skeleton"))):
+        if key in window and window[key] not in allowed:
+            raise _fail(path, f"window.{key}", f"is {window[key]!r}, expected one of {', '.join(allowed)}")
     if need_layout:
         from microgesture.core.layouts import LAYOUTS
         if window["layout"] not in LAYOUTS:

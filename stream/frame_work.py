@@ -16,6 +16,7 @@ a window is assembled; ``tests/test_stream_stages.py`` measures what that does t
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,11 @@ class FrameData:
     pose_ms: float
     heatmap_ms: float
     image_wh: tuple[int, int] = (0, 0)  # the frame's size (width, height)
+    more: tuple = ()  # (heatmap16, crop) of an ensemble's other members, in member order
+
+    def part(self, model: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(heatmap16, crop) of model ``model`` (0: the fields above)."""
+        return (self.heatmap16, self.crop) if model == 0 else self.more[model - 1]
 
     @property
     def heatmap(self) -> np.ndarray | None:
@@ -120,24 +126,29 @@ class FrameMaker:
             return limb_heatmaps(kp, sc, self.limbs, size, self.sigma, box=box)
         return joint_heatmaps(kp, sc, size, self.sigma, box=box)
 
-    def __call__(self, frame, kp: np.ndarray, sc: np.ndarray, box, pose_ms: float) -> FrameData:
-        import time
-
-        t = time.perf_counter()
+    def __call__(self, frame, kp: np.ndarray, sc: np.ndarray, box) -> tuple:
+        """(heatmap16 (C, H, W) or None, crop (S, S, 3) or None) of one frame."""
         heatmap = None
         if self.pose and self.crop_mode == "person":
             heatmap = self._draw(kp[None], sc[None], box)[:, 0].astype(HEATMAP_DTYPE)
-        joints = joints_in_box(kp, sc, box)
         crop = crop_resize(frame.image, box, self.image_size) if self.crops else None
-        ms = (time.perf_counter() - t) * 1e3
-        return FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, heatmap, joints, crop,
-                         pose_ms, ms, (frame.image.shape[1], frame.image.shape[0]))
+        return heatmap, crop
 
-    def window_heatmaps(self, entries: dict[int, FrameData], pose_ids) -> np.ndarray:
+    def window_heatmaps(self, entries: dict[int, FrameData], pose_ids, model: int = 0) -> np.ndarray:
         """The window's heatmaps (C, P, H, W) float32."""
         if self.crop_mode == "person":
-            return np.stack([entries[i].heatmap16 for i in pose_ids], 1).astype(np.float32)
+            return np.stack([entries[i].part(model)[0] for i in pose_ids], 1).astype(np.float32)
         kp = np.stack([entries[i].keypoints for i in pose_ids])
         sc = np.stack([entries[i].scores for i in pose_ids])
         box = square_box(compact_box(kp, sc, entries[pose_ids[-1]].image_wh))
         return self._draw(kp, sc, box)
+
+
+def make_frame(makers, frame, kp: np.ndarray, sc: np.ndarray, box, pose_ms: float) -> FrameData:
+    """One frame's FrameData for every model's maker."""
+    t = time.perf_counter()
+    parts = [maker(frame, kp, sc, box) for maker in makers]
+    joints = joints_in_box(kp, sc, box)
+    ms = (time.perf_counter() - t) * 1e3
+    return FrameData(frame.frame_id, frame.capture_ns, kp, sc, box, parts[0][0], joints, parts[0][1],
+                     pose_ms, ms, (frame.image.shape[1], frame.image.shape[0]), tuple(parts[1:]))

@@ -34,15 +34,39 @@ from typing import Any
 import numpy as np
 
 from microgesture.core.bundle import read_manifest
+from microgesture.core.errors import MicrogestureError
 from microgesture.core.manifest_schema import require_window
 from microgesture.core.tuned import read_tuned
 from microgesture.stream.dispatch import smoothing_for
+from microgesture.stream.models import StreamModel, member_bundles, open_models
 from microgesture.stream.records import WindowInfo
-from microgesture.stream.segments import pose_stages
+from microgesture.stream.segments import pose_stages  # noqa: F401  (tests choose the stages)
 from microgesture.stream.stages import StagePlan
-from microgesture.stream.startup import open_stages
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowPart:
+    """One model's inputs for a window (an ensemble's window has one part per member)."""
+
+    feeds: dict[str, np.ndarray]           # the window's inputs (1, ...) assembled by the frame thread
+    cached: dict[str, list] | None = None  # per-frame outputs: name -> per frame value or Future
+    segments: Any = None                   # a stream.segments.SegmentJob
+
+    def resolve(self) -> float:
+        """Wait for the frames still being encoded and stack the per-frame outputs; the
+        last encode's milliseconds."""
+        last_ms = 0.0
+        for name, items in (self.cached or {}).items():
+            values = []
+            for item in items:
+                if isinstance(item, Future):
+                    item, last_ms = item.result()
+                values.append(item[name] if isinstance(item, dict) else item)
+            self.feeds[name] = np.stack(values)[None]
+        self.cached = None
+        return last_ms
 
 
 @dataclass
@@ -52,26 +76,9 @@ class WindowJob:
     stream_id: str
     live: bool
     info: WindowInfo
-    feeds: dict[str, np.ndarray]          # the window's inputs (1, ...) assembled by the frame thread
+    parts: list[WindowPart]
     queued_ns: int
     latency: dict[str, float]
-    cached: dict[str, list] | None = None  # per-frame outputs: name -> per frame value or Future
-    segments: Any = None                   # a stream.segments.SegmentJob
-
-    def resolve(self) -> None:
-        """Wait for the frames still being encoded and stack the per-frame outputs."""
-        if not self.cached:
-            return
-        last_ms = 0.0
-        for name, items in self.cached.items():
-            values = []
-            for item in items:
-                if isinstance(item, Future):
-                    item, last_ms = item.result()
-                values.append(item[name] if isinstance(item, dict) else item)
-            self.feeds[name] = np.stack(values)[None]
-        self.latency["tokens"] = self.latency.get("tokens", 0.0) + last_ms
-        self.cached = None
 
 
 _WindowJob = WindowJob  # the name older callers used
@@ -107,25 +114,32 @@ class Recognizer:
         self.manifest = read_manifest(bundle)
         self.dispatcher = dispatcher
         self.stream_ids: list[str] = []  # told when a Triton server goes away
-        stages = self.manifest["stages"]
+        stages = {k: v for m in self._manifests(bundle) for k, v in m["stages"].items()}
         if precision == "auto":
             have = {p for s in stages.values() for p in s.get("files", {})}
             precision = "int8" if "int8" in have else "fp32"
         self.precision = precision
         if precision == "engine" and device == "cpu":
             device = None  # a TensorRT engine runs on its GPU
-        require_window(self.manifest, bundle)
         if triton:  # the stages run on a Triton server (core.triton_backend)
             from microgesture.core.triton_backend import open_triton_stages
-            self.sessions = open_triton_stages(triton, self.manifest, precision,
-                                               on_status=self._server_status)
+            if self.manifest.get("members"):
+                raise MicrogestureError("an ensemble bundle cannot run on Triton yet; stream it locally")
+            require_window(self.manifest, bundle)
+            sessions = open_triton_stages(triton, self.manifest, precision, on_status=self._server_status)
+            self.models = [StreamModel(self.manifest["model"]["name"], self.manifest, sessions,
+                                       StagePlan(self.manifest, sessions), 1.0)]
         else:
-            self.sessions = open_stages(self.manifest, pose_stages(self.manifest, segment_cache),
-                                        bundle, precision=precision, device=device, threads=threads)
-        self.plan = StagePlan(self.manifest, self.sessions)
-        self.window = self.manifest["window"]
-        pre = self.manifest["preprocessing"]
-        self.mean, self.std = pre.get("mean"), pre.get("std")
+            self.models = open_models(self.manifest, bundle, precision, segment_cache,
+                                      device=device, threads=threads)
+        first = self.models[0]
+        self.sessions = (first.sessions if len(self.models) == 1 else
+                         {f"{m.name}/{k}": v for m in self.models for k, v in m.sessions.items()})
+        self.plan = first.plan
+        # the span and frame rate are the bundle's; the frame counts the first model's
+        self.window = {**first.window, **{k: self.manifest["window"][k] for k in ("span_s", "fps")
+                                          if k in self.manifest["window"]}}
+        self.mean, self.std = first.mean, first.std
         self.labels = list(self.manifest["labels"])
         self.layout = self.window["layout"]
         self.smoothing = smoothing or smoothing_for(bundle)
@@ -139,7 +153,7 @@ class Recognizer:
         # frames are encoded on their own thread: the frame thread goes on with pose
         # estimation meanwhile, so the per-frame stages use both cores of a 2-core CPU
         self._encoder = (ThreadPoolExecutor(1, thread_name_prefix="encode")
-                         if self.plan.per_frame else None)
+                         if any(m.plan.per_frame for m in self.models) else None)
         self._thread = threading.Thread(target=self._loop, name="windows", daemon=True)
         self._thread.start()
 
@@ -161,18 +175,26 @@ class Recognizer:
         for sid in list(self.stream_ids):
             self.dispatcher.post(("source", sid, status, detail, server, {"attempt": attempt}))
 
+    def _manifests(self, bundle) -> list[dict]:
+        if not self.manifest.get("members"):
+            return [self.manifest]
+        return [read_manifest(path) for path, _ in member_bundles(self.manifest, bundle)]
+
     # ------------------------------------------------------------ per-frame stages
-    def encode(self, crops: np.ndarray) -> np.ndarray:
-        """RGB crops (N, S, S, 3) uint8 -> the per-frame stages' outputs; the first
-        output (``tokens``) when there is one per-frame output."""
-        out = self.plan.per_frame_outputs(crops, self.mean, self.std)
+    def encode(self, crops: np.ndarray, model: int = 0) -> np.ndarray:
+        """RGB crops (N, S, S, 3) uint8 -> a model's per-frame outputs; the output itself
+        (``tokens``) when there is one."""
+        m = self.models[model]
+        out = m.plan.per_frame_outputs(crops, m.mean, m.std)
         return out if len(out) > 1 else next(iter(out.values()))
 
-    def encode_later(self, crop: np.ndarray) -> Future:
+    def encode_later(self, crop: np.ndarray, model: int = 0) -> Future:
         """Encode one crop (S, S, 3) on the encoder thread: a Future of (outputs, ms)."""
+        m = self.models[model]
+
         def work():
             t = time.perf_counter()
-            out = self.plan.per_frame_outputs(crop[None], self.mean, self.std)
+            out = m.plan.per_frame_outputs(crop[None], m.mean, m.std)
             return {k: v[0] for k, v in out.items()}, (time.perf_counter() - t) * 1e3
         return self._encoder.submit(work)
 
@@ -239,11 +261,17 @@ class Recognizer:
 
     def _run(self, jobs: list[WindowJob]) -> None:
         t0 = time.perf_counter()
-        logits, waited = self.plan.run_windows(jobs)
+        probs, waited = None, 0.0
+        for m, model in enumerate(self.models):  # an ensemble: sum_i w_i softmax(logits_i)
+            logits, wait, encode_ms = model.plan.run_windows([j.parts[m] for j in jobs])
+            waited += wait
+            for job, ms in zip(jobs, encode_ms):
+                job.latency["tokens"] = job.latency.get("tokens", 0.0) + ms
+            z = logits - logits.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            probs = p if len(self.models) == 1 else (0 if probs is None else probs) + model.weight * p
         window_ms = (time.perf_counter() - t0 - waited) * 1e3
-        z = logits - logits.max(1, keepdims=True)
-        probs = np.exp(z)
-        probs /= probs.sum(1, keepdims=True)
         now = time.monotonic_ns()
         with self._lock:
             self._counts["batches"] += 1
@@ -264,5 +292,5 @@ class Recognizer:
             return
         if self._encoder is not None:
             self._encoder.shutdown(wait=True)
-        for s in self.sessions.values():
-            s.close()
+        for m in self.models:
+            m.close()

@@ -89,28 +89,27 @@ class StagePlan:
         values = run_stages(self.per_frame, {"frames": frames}, self._run)
         return {o: values[o][0] for o in self.frame_outputs}
 
-    def run_windows(self, jobs: Sequence[Any]) -> tuple[np.ndarray, float]:
-        """The logits (B, C) of a batch of windows (``stream.recognizer.WindowJob``), and the
-        seconds spent waiting for the encoder thread."""
+    def run_windows(self, parts: Sequence[Any]) -> tuple[np.ndarray, float, list[float]]:
+        """The logits (B, C) of a batch of windows (``stream.recognizer.WindowPart``), the
+        seconds spent waiting for the encoder thread, and each window's last encode ms."""
         from microgesture.stream.segments import segment_pose
 
         values: dict[str, np.ndarray] = {}
         for key in self.window_inputs:
-            values[key] = np.concatenate([j.feeds[key] for j in jobs]).astype(np.float32, copy=False)
+            values[key] = np.concatenate([p.feeds[key] for p in parts]).astype(np.float32, copy=False)
         if self.per_segment:
             stage = self.per_segment[0]
-            values[stage.outputs[0]] = segment_pose(self.sessions[stage.name], jobs,
+            values[stage.outputs[0]] = segment_pose(self.sessions[stage.name], parts,
                                                     stage.inputs[0], stage.outputs[0])
-        segments = self.segments_per_window(jobs)
+        segments = self.segments_per_window(parts)
         values = run_stages(self.specs, values, self._run, segments, use=self.early)
         wait = time.perf_counter()
-        for job in jobs:
-            job.resolve()
+        encode_ms = [p.resolve() for p in parts]
         waited = time.perf_counter() - wait
         for key in self.frame_outputs:
-            values[key] = np.concatenate([j.feeds[key] for j in jobs])
+            values[key] = np.concatenate([p.feeds[key] for p in parts])
         values = run_stages(self.specs, values, self._run, segments, use=self.late)
-        return values["logits"], waited
+        return values["logits"], waited, encode_ms
 
     @staticmethod
     def segments_per_window(jobs: Sequence[Any]) -> int:

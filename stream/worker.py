@@ -38,7 +38,8 @@ import numpy as np
 from microgesture.core.errors import MicrogestureError
 from microgesture.core.preprocess import normalize_frames
 from microgesture.stream.presence import person_in_window
-from microgesture.stream.frame_work import BoxTracker, Estimator, FrameMaker
+from microgesture.core.sampling import sample_indices
+from microgesture.stream.frame_work import BoxTracker, Estimator, FrameMaker, make_frame
 from microgesture.stream.grid import GridStreamScheduler
 from microgesture.stream.records import WindowInfo
 from microgesture.stream.rings import Ring
@@ -86,9 +87,15 @@ class StreamWorker:
         self.live = self.source.live or realtime
         fps = self.source.fps or 30.0
         span_ns = int((span_s or win["span_s"]) * 1e9)
-        rgb, pose_frames = win["rgb_frames"], win["pose_frames"]
+        # the scheduler samples the first model's frames (at least one of each kind: the
+        # window's person check and times); other models resample the span (_ids)
+        rgb, pose_frames = max(1, win["rgb_frames"]), max(1, win["pose_frames"])
         span_frames = max(rgb, pose_frames, round(span_ns * fps / 1e9))
-        stride = max(rgb, 1)
+        stride = rgb
+        if len(recognizer.models) > 1 and sampling == "grid":
+            self.source.stop()
+            raise MicrogestureError("an ensemble samples several patterns: stream it with "
+                                    "--sampling frames")
         if not hop and recognizer.tuned_hop_s:
             hop = max(1, round(recognizer.tuned_hop_s * fps))
         if sampling not in ("frames", "grid"):
@@ -106,15 +113,18 @@ class StreamWorker:
             self.source.stop()
             raise
         self.boxes = BoxTracker(span_ns)
-        self.maker = FrameMaker(win, recognizer.layout,
-                                crops=bool(recognizer.plan.per_frame) or "frames" in recognizer.plan.window_inputs)
+        self.makers = [FrameMaker(m.window, recognizer.layout,
+                                  crops=bool(m.plan.per_frame) or "frames" in m.plan.window_inputs)
+                       for m in recognizer.models]
         # a live stream that dropped a frame a window samples as RGB takes the encoded
         # frame nearest in time within half an RGB interval instead of encoding anew
         self.substitute_ns = span_ns // (2 * stride) if self.live else 0
         capacity = span_frames * 2 + 16
         self.frames = Ring(capacity)
-        self.tokens = Ring(capacity)
-        self.segments = SegmentCache(4 * stride)  # per-segment stage outputs
+        # per model: per-frame stage outputs by frame, per-segment stage outputs by segment
+        self.model_tokens = [Ring(capacity) for _ in recognizer.models]
+        self.model_segments = [SegmentCache(4 * max(1, m.rgb_frames)) for m in recognizer.models]
+        self.tokens, self.segments = self.model_tokens[0], self.model_segments[0]
         self.reuse_tokens = True  # False: the naive baseline (stream.bench) encodes per window
         self.dispatcher = recognizer.dispatcher
         self.dispatcher.add_stream(self.stream_id, recognizer.labels, recognizer.smoothing, span_ns / 1e9, fps, self.live,
@@ -275,11 +285,12 @@ class StreamWorker:
         self._last_pose = (kp, sc)
         self.dispatcher.frame_seen(self.stream_id, frame.capture_ns, bool((sc > 0).any()))
         box = self.boxes.update(frame.capture_ns, kp, sc, (frame.image.shape[1], frame.image.shape[0]))
-        data = self.maker(frame, kp, sc, box, pose_ms)
+        data = make_frame(self.makers, frame, kp, sc, box, pose_ms)
         self.frames.append(frame.capture_ns, frame.frame_id, data)
         predicted = self.scheduler.add(frame.frame_id, frame.capture_ns)
-        if predicted and data.crop is not None and self.rec.plan.per_frame and self.reuse_tokens \
-                and self._encoder_ready():
+        # the first model's sampled frames are encoded as they arrive (others on demand)
+        if predicted and data.crop is not None and self.rec.models[0].plan.per_frame \
+                and self.reuse_tokens and self._encoder_ready():
             self._encodes.append(self.rec.encode_later(data.crop))
             self.tokens.append(frame.capture_ns, frame.frame_id, self._encodes[-1])
             self.counts.add("encoded")
@@ -305,7 +316,7 @@ class StreamWorker:
         pending = self._encodes
         while pending and pending[0].done():
             pending.popleft()
-        if len(pending) >= self.rec.window["rgb_frames"]:
+        if len(pending) >= max(1, self.rec.window["rgb_frames"]):
             if self.live:
                 self.counts.add("encodes_skipped")
                 return False
@@ -316,62 +327,82 @@ class StreamWorker:
     def _window(self, window) -> None:
         from microgesture.stream.recognizer import WindowJob
 
-        rec, plan = self.rec, self.rec.plan
+        rec = self.rec
         t0 = time.perf_counter()
         entries = {e.frame_id: e.value for e in self.frames.entries()}
         missing = [i for i in set(window.pose_ids) | set(window.rgb_ids) if i not in entries]
         if missing:  # frames evicted (should not happen): skip the window, count it
             self.counts.add("windows_incomplete")
             return
-        if not person_in_window((entries[i].keypoints, entries[i].scores)
-                                for i in window.pose_ids or window.rgb_ids):
+        if not person_in_window((entries[i].keypoints, entries[i].scores) for i in window.pose_ids):
             self.counts.add("windows_no_person")  # nobody there: nothing to classify
             if self._had_person:  # the person left: the active gesture ends
                 rec.control(("flush", self.stream_id))
             self._had_person = False
             return
         self._had_person = True
-        feeds: dict[str, np.ndarray] = {}
-        segments = None
-        if plan.per_segment:
-            segments = self.segments.prepare(window.pose_ids, rec.window.get("segments") or rec.window["rgb_frames"],
-                                             lambda i: entries[i].heatmap)
-        if "heatmaps" in plan.window_inputs:
-            feeds["heatmaps"] = self.maker.window_heatmaps(entries, window.pose_ids)[None]
-        if "joints" in plan.window_inputs:
-            feeds["joints"] = np.stack([entries[i].joints for i in window.rgb_ids])[None]
-        if "frames" in plan.window_inputs:
-            crops = np.stack([entries[i].crop for i in window.rgb_ids])
-            feeds["frames"] = normalize_frames(crops, rec.mean, rec.std)[None]
-        cached = self._frame_outputs(window, entries) if plan.per_frame else None
+        parts = [self._part(m, window, entries) for m in range(len(rec.models))]
         last = entries[window.last_frame_id]
         latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms, "tokens": 0.0,
                    "assemble": (time.perf_counter() - t0) * 1e3}
         info = WindowInfo.from_window(window, self.stream_id, latency, rec.model_id, paced=self.live)
-        job = WindowJob(self.stream_id, self.live, info, feeds, time.monotonic_ns(), latency,
-                        cached, segments)
+        job = WindowJob(self.stream_id, self.live, info, parts, time.monotonic_ns(), latency)
         if rec.submit(job, wait=not self.live):
             self.counts.add("windows")
         else:
             self.counts.add("windows_dropped")
 
-    def _frame_outputs(self, window, entries) -> dict[str, list]:
-        """The window's per-frame outputs: cached, substituted, or encoded on demand on the
-        encoder thread (never here); values or Futures, per RGB frame."""
-        items, taken = [], set(window.rgb_ids)
-        for i in window.rgb_ids:
-            cached = self.tokens.get(i) if self.reuse_tokens else None  # naive: every window
-            if cached is None and self.substitute_ns and self.reuse_tokens:
+    def _ids(self, window, entries, count: int, sampled: tuple[int, ...]) -> tuple[int, ...]:
+        """``count`` frame ids over the window's span: the scheduler's when it sampled that
+        many, else sampled as evaluation samples a clip (``core.sampling``)."""
+        if count == len(sampled) or count == 0:
+            return sampled if count else ()
+        population = sorted(i for i, e in entries.items() if window.start_ns <= e.capture_ns
+                            <= window.last_capture_ns and i <= window.last_frame_id)
+        return tuple(population[k] for k in sample_indices(len(population), count, False))
+
+    def _part(self, m: int, window, entries):
+        """Model ``m``'s inputs for the window (a ``stream.recognizer.WindowPart``)."""
+        from microgesture.stream.recognizer import WindowPart
+
+        model, maker = self.rec.models[m], self.makers[m]
+        plan = model.plan
+        rgb_ids = self._ids(window, entries, model.rgb_frames, window.rgb_ids)
+        pose_ids = self._ids(window, entries, model.pose_frames, window.pose_ids)
+        feeds: dict[str, np.ndarray] = {}
+        segments = None
+        if plan.per_segment:
+            segments = self.model_segments[m].prepare(
+                pose_ids, model.window.get("segments") or model.rgb_frames,
+                lambda i: entries[i].part(m)[0].astype(np.float32))
+        if "heatmaps" in plan.window_inputs:
+            feeds["heatmaps"] = maker.window_heatmaps(entries, pose_ids, m)[None]
+        if "joints" in plan.window_inputs:
+            feeds["joints"] = np.stack([entries[i].joints for i in rgb_ids])[None]
+        if "frames" in plan.window_inputs:
+            crops = np.stack([entries[i].part(m)[1] for i in rgb_ids])
+            feeds["frames"] = normalize_frames(crops, model.mean, model.std)[None]
+        cached = self._frame_outputs(m, rgb_ids, entries) if plan.per_frame else None
+        return WindowPart(feeds, cached, segments)
+
+    def _frame_outputs(self, m: int, rgb_ids, entries) -> dict[str, list]:
+        """Model ``m``'s per-frame outputs for the window's RGB frames: cached, substituted,
+        or encoded on demand on the encoder thread (never here); values or Futures."""
+        tokens = self.model_tokens[m]
+        items, taken = [], set(rgb_ids)
+        for i in rgb_ids:
+            cached = tokens.get(i) if self.reuse_tokens else None  # naive: every window
+            if cached is None and self.substitute_ns and self.reuse_tokens and m == 0:
                 cached = self._nearest_encoded(entries[i].capture_ns, taken)
             if cached is None:  # not predicted: encode on demand, once, on the encoder thread
-                value = self.rec.encode_later(entries[i].crop)
+                value = self.rec.encode_later(entries[i].part(m)[1], m)
                 if self.reuse_tokens:
-                    self.tokens.insert(entries[i].capture_ns, i, value)
+                    tokens.insert(entries[i].capture_ns, i, value)
                 self.counts.add("encoded_on_demand")
             else:
                 value = cached.value  # outputs, or a Future while the encoder works
             items.append(value)
-        return {name: items for name in self.rec.plan.frame_outputs}
+        return {name: items for name in self.rec.models[m].plan.frame_outputs}
 
     def _nearest_encoded(self, capture_ns: int, taken: set[int]) -> Any:
         """The token entry nearest ``capture_ns`` within ``substitute_ns`` that the
@@ -416,7 +447,7 @@ class StreamWorker:
                 "windows_no_person": c["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": d.get("inference_errors", 0),
                 "events_published": d["gestures"],
-                **self.segments.stats(),
+                **{k: sum(c.stats()[k] for c in self.model_segments) for k in self.segments.stats()},
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
     def close(self) -> None:
