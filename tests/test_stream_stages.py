@@ -4,6 +4,7 @@ with its own sampling per member) stream the scores numpy computes from the same
 heatmaps kept in float16 change the tiny CLIP-MG's logits by less than 1e-2."""
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,25 @@ def test_a_failing_sink_is_turned_off_and_the_stream_goes_on(tmp_path, video):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert sum(r["type"] == "window" for r in records) == s["windows_run"]  # the log got every one
     assert [r["status"] for r in records if r["type"] == "source"][-1] in ("ended", "stopped")
+
+
+def test_frames_encoded_on_demand_are_encoded_on_the_encoder_thread(video):
+    """The naive baseline encodes every window's frames on demand: all on the encoder
+    thread, never on the frame thread (whose pose and heatmaps go on meanwhile)."""
+    from microgesture.core.paths import DEMO_BUNDLE
+
+    path, skeleton = video
+    threads = []
+
+    def spy(workers):
+        session = workers[0].rec.models[0].sessions["visual"]
+        run = session.run
+        session.run = lambda feeds: threads.append(threading.current_thread().name) or run(feeds)
+
+    summary = run_stream(StreamOptions(bundle=str(DEMO_BUNDLE), sources=[path], stream_ids=["cam0"],
+                                       publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                                       precision="fp32", naive=True, span_s=SPAN_FRAMES / FPS),
+                         on_ready=lambda address, workers: spy(workers))
+    s = summary["streams"]["cam0"]
+    assert s["encoded_on_demand"] == len(threads) > 0 and s["windows_run"] > 0
+    assert all(name.startswith("encode") for name in threads), set(threads)
