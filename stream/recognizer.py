@@ -40,7 +40,6 @@ from microgesture.core.tuned import read_tuned
 from microgesture.stream.dispatch import smoothing_for
 from microgesture.stream.models import StreamModel, member_bundles, open_models
 from microgesture.stream.records import WindowInfo
-from microgesture.stream.segments import pose_stages  # noqa: F401  (tests choose the stages)
 from microgesture.stream.stages import StagePlan
 
 log = logging.getLogger(__name__)

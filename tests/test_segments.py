@@ -156,7 +156,7 @@ def test_streaming_with_cached_segments_equals_the_whole_window_stage(stream_inp
     pose stage on the same stream (fp32, 1e-4); most segments are reused."""
     from types import SimpleNamespace
 
-    from microgesture.stream import recognizer
+    from microgesture.stream import models
     from microgesture.stream.pipeline import StreamOptions, run_stream
 
     bundle, video, skeleton = stream_inputs
@@ -166,7 +166,7 @@ def test_streaming_with_cached_segments_equals_the_whole_window_stage(stream_inp
         # a dispatcher sink that records every window's scores (with publish_windows)
         sink = SimpleNamespace(name="record", window=lambda info, p, labels: scores.update(
             {info.last_frame: np.array(p)}))
-        monkeypatch.setattr(recognizer, "pose_stages",
+        monkeypatch.setattr(models, "pose_stages",
                             lambda manifest, cache=True: pose_stages(manifest, segment_cache))
         holder = {}
         run_stream(StreamOptions(bundle=str(bundle), sources=[str(video)], stream_ids=["cam0"],
