@@ -116,7 +116,8 @@ not how long a camera user waits. Example (``start``)::
 ``uptime_s``, ``stats`` (what the pipeline reports; by convention ``fps``,
 ``frames_captured``, ``frames_dropped``, ``windows_run``, ``windows_skipped``,
 ``queue_depths`` {queue: depth}; non-finite numbers become null), ``publisher``
-(``sent``, ``dropped``, ``logged`` counts) and, if the stats callback failed,
+(``sent``, ``dropped``, ``logged`` counts, and ``log_error`` once a failing
+JSONL log was turned off) and, if the stats callback failed,
 ``stats_error``. A stream whose heartbeats stop for a few intervals is gone.
 
 ``source`` adds ``status`` (``connecting``, ``connected``, ``lost``,

@@ -269,7 +269,8 @@ class EventPublisher:
         def body(now, off):
             out = {"interval_s": self.heartbeat_s, "uptime_s": round((now - self._born) / 1e9, 3),
                    "stats": _jsonable(dict(stats or {})),
-                   "publisher": {"sent": self.sent, "dropped": self.dropped, "logged": self.logged}}
+                   "publisher": {"sent": self.sent, "dropped": self.dropped, "logged": self.logged,
+                                 **({"log_error": self.log_error} if self.log_error else {})}}
             if stats_error is not None:
                 out["stats_error"] = stats_error
             return out

@@ -526,8 +526,10 @@ def test_a_failing_event_log_is_reported_once_and_the_socket_goes_on(tmp_path, c
         pub._log = Full()
         with caplog.at_level("ERROR"):
             for _ in range(3):
-                pub.publish_heartbeat("cam0")
+                record = pub.publish_heartbeat("cam0")
         stats = pub.stats
+    validate_event(record)
+    assert "No space left" in record["publisher"]["log_error"]
     assert stats["sent"] == 4 and stats["logged"] == 1
     assert "No space left" in stats["log_error"]
     assert sum("event log" in r.message for r in caplog.records) == 1

@@ -4,27 +4,14 @@ gives for one streamed window the probabilities of its PyTorch whole-window forw
 ``core.family.FAMILY_MODULES`` gets this test for free."""
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_stream_stages import FPS, SPAN_FRAMES, video  # noqa: F401  (video: the fixture)
 
 from microgesture.core.family import FAMILY_MODULES
 
 torch = pytest.importorskip("torch")
-
-FPS = 15.0
-SPAN_FRAMES = 16
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    from microgesture.training.synth import make_long_video
-
-    root = tmp_path_factory.mktemp("video")
-    info = make_long_video(root / "long.mp4", 6, seed=4, size=(96, 96), fps=FPS, gesture_s=(1.0, 1.5),
-                           gap_s=(1.0, 1.5), progress=False)
-    return info["video"], str(Path(info["video"]).with_suffix(".jsonl"))
 
 
 def stream_one_window(bundle, video, tmp_path):
