@@ -91,7 +91,7 @@ class StreamWorker:
         # window's person check and times); other models resample the span (_ids)
         rgb, pose_frames = max(1, win["rgb_frames"]), max(1, win["pose_frames"])
         span_frames = max(rgb, pose_frames, round(span_ns * fps / 1e9))
-        stride = rgb
+        stride = win["rgb_frames"] or 8  # default hop: one RGB stride (pose-only: 8 a span)
         if len(recognizer.models) > 1 and sampling == "grid":
             self.source.stop()
             raise MicrogestureError("an ensemble samples several patterns: stream it with "

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from microgesture.core.bundle import write_manifest
-from microgesture.core.heatmaps import joint_heatmaps, limb_heatmaps
+from microgesture.core.heatmaps import compact_box, joint_heatmaps, limb_heatmaps
 from microgesture.core.layouts import get_layout
-from microgesture.core.preprocess import normalize_frames
+from microgesture.core.preprocess import normalize_frames, square_box
 from microgesture.core.sampling import sample_indices
 from microgesture.stream.pipeline import StreamOptions, run_stream
 
@@ -63,7 +63,8 @@ def schema_for_new_bundles(monkeypatch):
     def validate(manifest, path, roles):
         if manifest.get("members") and not manifest["stages"]:
             return
-        original(manifest, path, roles)
+        window = {k: v for k, v in manifest["window"].items() if v != 0}  # rgb or pose frames 0
+        original({**manifest, "window": window}, path, roles)
     monkeypatch.setattr(bundle, "validate_manifest", validate)
 
 
@@ -198,6 +199,34 @@ def test_float16_heatmaps_change_the_tiny_models_logits_by_under_1e_2():
     diff = float(np.abs(full - half).max())
     print(f"max |logit diff| float16 vs float32 heatmaps: {diff:.2e}")
     assert 0 < diff < 1e-2
+
+
+def test_pose_only_and_rgb_only_models_stream(tmp_path, video, schema_for_new_bundles):
+    """rgb_frames 0 (PoseC3D: whole-window on limb heatmaps, cropped to the skeleton over
+    the window) and pose_frames 0 (the video CLIP: no heatmap size or sigma needed)."""
+    limbs = get_layout("coco18").limb_set("anatomical")
+    wp = _bundle(tmp_path / "pose", "pose-only", {"role": "whole-window",
+                                                  "inputs": {"heatmaps": [len(limbs), 4, 8, 8]}},
+                 {"rgb_frames": 0, "pose_frames": 4, "heatmap_size": 8, "sigma": 1.0,
+                  "heatmap_kind": "limbs", "heatmap_crop": "skeleton"}, seed=5)
+    windows, worker = _stream(tmp_path / "pose", video)
+    info, scores = windows[-1]
+    assert worker.stats()["frames_encoded"] == 0  # no RGB work at all
+    entries = {e.frame_id: e.value for e in worker.frames.entries()}
+    assert all(entries[i].crop is None and entries[i].heatmap16 is None for i in info.pose_frame_ids)
+    kp = np.stack([entries[i].keypoints for i in info.pose_frame_ids])
+    sc = np.stack([entries[i].scores for i in info.pose_frame_ids])
+    box = square_box(compact_box(kp, sc, (96, 96)))
+    maps = limb_heatmaps(kp, sc, limbs, (8, 8), 1.0, box=box)
+    assert np.abs(scores - _softmax((maps.reshape(1, -1) @ wp)[0])).max() < 1e-5
+
+    wr = _bundle(tmp_path / "rgb", "rgb-only", {"role": "whole-window", "inputs": {"frames": [2, 3, 8, 8]}},
+                 {"rgb_frames": 2, "pose_frames": 0, "image_size": 8}, seed=6)
+    windows, worker = _stream(tmp_path / "rgb", video)
+    info, scores = windows[-1]
+    entries = {e.frame_id: e.value for e in worker.frames.entries()}
+    assert entries[info.frame_ids[0]].heatmap16 is None  # no heatmaps drawn
+    assert np.abs(scores - _softmax(_frames_logits(wr, entries, info.frame_ids)[0])).max() < 1e-5
 
 
 def test_a_failing_sink_is_turned_off_and_the_stream_goes_on(tmp_path, video):
