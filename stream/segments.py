@@ -100,8 +100,13 @@ class SegmentCache:
                                 np.stack([heatmap(i) for i in key], 1)))
         return SegmentJob(self, out)
 
+    def count_reused(self, n: int = 1) -> None:
+        with self._lock:
+            self.reused += n
+
     def stats(self) -> dict[str, int]:
-        return {"pose_segments_computed": self.computed, "pose_segments_reused": self.reused}
+        with self._lock:
+            return {"pose_segments_computed": self.computed, "pose_segments_reused": self.reused}
 
 
 def segment_pose(session: Any, jobs: Sequence[Any], input: str = "heatmaps",
@@ -119,8 +124,7 @@ def segment_pose(session: Any, jobs: Sequence[Any], input: str = "heatmaps",
             if seg.feature is None:
                 todo.setdefault((id(cache), seg.key), (cache, seg.heatmaps))
             else:
-                with cache._lock:
-                    cache.reused += 1
+                cache.count_reused()
     fresh: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
     if todo:
         heatmaps = np.ascontiguousarray(np.stack([h for _, h in todo.values()]), dtype=np.float32)
