@@ -447,6 +447,7 @@ class StreamWorker:
                 "windows_no_person": c["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": d.get("inference_errors", 0),
                 "events_published": d["gestures"],
+                "sink_errors": self.dispatcher.stats()["sink_errors"],  # sinks turned off, and why
                 **{k: sum(c.stats()[k] for c in self.model_segments) for k in self.segments.stats()},
                 "queue_depths": {"frames": src.buffered, "windows": self.rec.jobs.qsize()}}
 
