@@ -17,7 +17,9 @@ the same order, so a gesture's ``end`` always precedes the ``ended`` that caused
 Stages are composed with :func:`microgesture.core.family.run_stages` from the bundle's
 ``stages`` (``stream.stages``): per-frame stages run once per sampled frame on the encoder
 thread (their outputs cached per frame), per-segment stages once per pose segment
-(``stream.segments``), per-window and whole-window stages on each window.
+(``stream.segments``), per-window and whole-window stages on each window. An ensemble
+bundle's members (``stream.models``) run one after the other on each batch, each on its
+own part of the window; the probabilities are ``sum_i w_i softmax(logits_i)``.
 """
 
 from __future__ import annotations
