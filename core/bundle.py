@@ -59,13 +59,14 @@ from pathlib import Path
 from typing import Any
 
 from microgesture.core.errors import MicrogestureError
+from microgesture.core.family import ROLES
 from microgesture.core.manifest_schema import safe_member, validate_manifest
 from microgesture.core.paths import atomic_write
 
 FORMAT = "microgesture-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-STAGE_ROLES = ("per-frame", "per-window", "per-segment")
+STAGE_ROLES = ROLES  # core.family: per-frame, per-segment, per-window, whole-window
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -100,9 +100,16 @@ def validate_manifest(manifest: dict[str, Any], path: Path, roles: tuple[str, ..
         _need(path, f"labels[{i}]", label, str, "a class name")
     _need(path, "preprocessing", manifest["preprocessing"], dict, "an object")
     window = _need(path, "window", manifest["window"], dict, "an object")
-    for key in ("rgb_frames", "pose_frames", "heatmap_size", "image_size"):
+    for key in ("heatmap_size", "image_size"):
         if key in window:
             _positive_int(path, f"window.{key}", window[key])
+    for key in ("rgb_frames", "pose_frames"):  # 0: the model takes no RGB (PoseC3D) or no pose (the student)
+        if key in window:
+            _need(path, f"window.{key}", window[key], int, "a whole number >= 0")
+            if isinstance(window[key], bool) or window[key] < 0:
+                raise _fail(path, f"window.{key}", f"is {window[key]!r}, expected a whole number >= 0")
+    if not manifest.get("members") and window.get("rgb_frames") == 0 and window.get("pose_frames") == 0:
+        raise _fail(path, "window", "samples neither RGB nor pose frames (rgb_frames and pose_frames are 0)")
     for key in ("span_s", "sigma"):
         if key in window:
             _positive_number(path, f"window.{key}", window[key])
@@ -117,9 +124,14 @@ def validate_manifest(manifest: dict[str, Any], path: Path, roles: tuple[str, ..
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise _fail(path, f"files[{name!r}].bytes", f"is {size!r}, expected a size >= 0")
     stages = _need(path, "stages", manifest["stages"], dict, "an object of stage name -> stage")
-    if "head" not in stages and "window" not in stages:
-        raise _fail(path, "stages", f"has no 'head' stage (it has {', '.join(stages) or 'none'}): "
-                    "a bundle needs the head that turns features into class scores")
+    members = manifest.get("members")
+    if members is not None:
+        _check_members(path, members)
+    answers = [n for n, st in stages.items() if isinstance(st, dict)
+               and ("logits" in st.get("outputs", {}) or ("outputs" not in st and n in ("head", "window")))]
+    if not answers and not members:
+        raise _fail(path, "stages", f"has no stage that outputs 'logits' (it has {', '.join(stages) or 'none'}): "
+                    "a bundle needs the stage that turns features into class scores")
     for name, stage in stages.items():
         where = f"stages.{name}"
         _need(path, where, stage, dict, "an object with role, inputs, outputs and files")
@@ -139,6 +151,24 @@ def validate_manifest(manifest: dict[str, Any], path: Path, roles: tuple[str, ..
                 raise MicrogestureError(f"{path}: stage {name!r} names {file}, which has no "
                                         "checksum in 'files'; re-export the bundle")
     _check_label_count(manifest, path)
+
+
+def _check_members(path: Path, members: Any) -> None:
+    """An ensemble bundle's ``members``: sub-bundles inside it, weights summing to 1."""
+    _need(path, "members", members, list, "a list of {bundle, weight}")
+    if not members:
+        raise _fail(path, "members", "is empty, expected the ensemble's member bundles")
+    total = 0.0
+    for i, member in enumerate(members):
+        _need(path, f"members[{i}]", member, dict, "an object with bundle and weight")
+        _need(path, f"members[{i}].bundle", member.get("bundle"), str, "a sub-folder of the bundle")
+        safe_member(path.parent, member["bundle"], f"members[{i}].bundle")
+        weight = member.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise _fail(path, f"members[{i}].weight", f"is {weight!r}, expected a number in [0, 1]")
+        total += weight
+    if abs(total - 1.0) > 1e-6:
+        raise _fail(path, "members", f"weights sum to {total:.6g}, expected 1")
 
 
 def _check_label_count(manifest: dict[str, Any], path: Path) -> None:
@@ -165,11 +195,28 @@ def require_window(manifest: dict[str, Any], bundle: Any, need_layout: bool = Tr
     """The bundle's ``window`` with every field streaming needs present and valid."""
     path = Path(str(bundle)) / "manifest.json"
     window = manifest["window"]
-    keys = ["rgb_frames", "pose_frames", "span_s", "heatmap_size", "sigma", "image_size"]
+    if manifest.get("members"):  # an ensemble: the members' windows hold the rest
+        keys = ["span_s"]
+        need_layout = False
+    else:
+        keys = ["rgb_frames", "pose_frames", "span_s"]
+        for key in keys[:2]:
+            if key in window and (isinstance(window[key], bool) or not isinstance(window[key], int)
+                                  or window[key] < 0):
+                raise _fail(path, f"window.{key}", f"is {window[key]!r}, expected a whole number >= 0")
+        if window.get("rgb_frames", 1):  # a pose-only model (PoseC3D) needs no image size
+            keys.append("image_size")
+        if window.get("pose_frames", 1):  # an RGB-only model (the video CLIP) needs no heatmaps
+            keys += ["heatmap_size", "sigma"]
+        if not window.get("rgb_frames", 1) and not window.get("pose_frames", 1):
+            raise _fail(path, "window", "samples no RGB and no pose frames")
     for key in keys + (["layout"] if need_layout else []):
         if key not in window:
             raise _fail(path, f"window.{key}", "is missing (streaming needs the window's "
                         "frames, span, layout, heatmap and image sizes)")
+    for key, allowed in (("heatmap_kind", ("joints", "limbs")), ("heatmap_crop", ("person", "skeleton"))):
+        if key in window and window[key] not in allowed:
+            raise _fail(path, f"window.{key}", f"is {window[key]!r}, expected one of {', '.join(allowed)}")
     if need_layout:
         from microgesture.core.layouts import LAYOUTS
         if window["layout"] not in LAYOUTS:

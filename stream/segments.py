@@ -33,11 +33,16 @@ from microgesture.core.errors import MicrogestureError
 
 
 def pose_stages(manifest: dict[str, Any], segment_cache: bool = True) -> tuple[str, ...]:
-    """The stages a stream opens: the per-segment pose stage when the bundle has one and
-    ``segment_cache`` is on, else the whole-window ``pose`` stage."""
-    if segment_cache and "pose_segment" in manifest["stages"]:
-        return ("visual", "pose_segment", "head")
-    return ("visual", "pose", "head")
+    """The stages a stream opens, in run order: with ``segment_cache`` and a per-segment
+    stage (``pose_segment``), that stage instead of the ones it replaces; else every stage
+    but the per-segment ones."""
+    from microgesture.stream.stages import stage_specs
+
+    specs = stage_specs(manifest)
+    segmented = segment_cache and any(s.role == "per-segment" for s in specs)
+    replaced = {r for s in specs if s.role == "per-segment" for r in s.replaces} if segmented else set()
+    return tuple(s.name for s in specs if s.name not in replaced
+                 and (segmented or s.role != "per-segment"))
 
 
 @dataclass
@@ -95,11 +100,17 @@ class SegmentCache:
                                 np.stack([heatmap(i) for i in key], 1)))
         return SegmentJob(self, out)
 
+    def count_reused(self, n: int = 1) -> None:
+        with self._lock:
+            self.reused += n
+
     def stats(self) -> dict[str, int]:
-        return {"pose_segments_computed": self.computed, "pose_segments_reused": self.reused}
+        with self._lock:
+            return {"pose_segments_computed": self.computed, "pose_segments_reused": self.reused}
 
 
-def segment_pose(session: Any, jobs: Sequence[Any]) -> np.ndarray:
+def segment_pose(session: Any, jobs: Sequence[Any], input: str = "heatmaps",
+                 output: str = "pose") -> np.ndarray:
     """The pose input (B, R, D) of a batch of windows (objects with a ``segments``
     :class:`SegmentJob`): segments cached since the window was prepared are reused, the
     others (each once, however many windows hold it) run through ``session`` (the
@@ -113,12 +124,11 @@ def segment_pose(session: Any, jobs: Sequence[Any]) -> np.ndarray:
             if seg.feature is None:
                 todo.setdefault((id(cache), seg.key), (cache, seg.heatmaps))
             else:
-                with cache._lock:
-                    cache.reused += 1
+                cache.count_reused()
     fresh: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
     if todo:
         heatmaps = np.ascontiguousarray(np.stack([h for _, h in todo.values()]), dtype=np.float32)
-        features = session.run({"heatmaps": heatmaps})["pose"]
+        features = session.run({input: heatmaps})[output]
         for (where, (cache, _)), feature in zip(todo.items(), features):
             cache.put(where[1], feature)
             fresh[where] = feature

@@ -118,19 +118,19 @@ class VideoFile:
                 "frames": self.frames}
 
 
-def caption(worker) -> list[tuple[str, bool]]:
-    """The overlay's text lines for a stream worker: the current top class and its
-    smoothed score on every frame (after the first window), and the gesture being
-    reported, highlighted (``True``)."""
-    labels = worker.rec.labels
-    smoothed = worker.smoother.smoothed
+def caption(view) -> list[tuple[str, bool]]:
+    """The overlay's text lines for a stream (a ``stream.dispatch.StreamView``: labels,
+    smoothed scores, active gesture): the current top class and its smoothed score on every
+    frame (after the first window), and the gesture being reported, highlighted (``True``)."""
+    labels = view.labels
+    smoothed = view.smoothed
     lines: list[tuple[str, bool]] = []
     if smoothed is None:
         lines.append(("waiting for the first window", False))
     else:
         top = int(smoothed.argmax())
         lines.append((f"top: {labels[top]} {float(smoothed[top]):.2f}", False))
-    active = worker.active
+    active = view.active
     if active:
         lines.append((f"GESTURE: {active['label']} {active['score']:.2f}", True))
     return lines

@@ -508,3 +508,30 @@ def test_publisher_is_thread_safe(pub):
     for t in threads:
         t.join()
     assert pub.stats["streams"] == {"a": 1000, "b": 500}
+
+
+def test_a_failing_event_log_is_reported_once_and_the_socket_goes_on(tmp_path, caplog):
+    """A log that cannot be written (a full disk) is turned off with one error; the
+    events still go out on the socket and the publisher's stats say why."""
+    log = tmp_path / "events.jsonl"
+    with EventPublisher("tcp://127.0.0.1:*", log_path=log) as pub:
+        pub.publish_heartbeat("cam0")
+
+        class Full:
+            def write(self, data):
+                raise OSError(28, "No space left on device")
+
+            def close(self):
+                pass
+
+        pub._log = Full()
+        with caplog.at_level("ERROR"):
+            for _ in range(3):
+                record = pub.publish_heartbeat("cam0")
+        stats = pub.stats
+    validate_event(record)
+    assert "No space left" in record["publisher"]["log_error"]
+    assert stats["sent"] == 4 and stats["logged"] == 1
+    assert "No space left" in stats["log_error"]
+    assert sum("event log" in r.message for r in caplog.records) == 1
+    assert len(log.read_text().splitlines()) == 1

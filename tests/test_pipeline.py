@@ -88,7 +88,7 @@ def run_with_subscriber(options: StreamOptions):
         workers_box["workers"] = workers
         holder["ready"].set()
         assert holder["subscribed"].wait(30)
-        publisher = workers[0].rec.publisher
+        publisher = workers[0].dispatcher.sinks[0].publisher  # the PublisherSink
         deadline = time.monotonic() + 30
         while not holder["synced"].is_set() and time.monotonic() < deadline:
             publisher.publish_heartbeat(SYNC)  # until the subscription has reached the publisher
@@ -315,35 +315,32 @@ def test_recognizer_refuses_unknown_precision(bundle):
 def test_behind_a_live_stream_runs_only_its_newest_window():
     from types import SimpleNamespace
 
-    from microgesture.stream.pipeline import Recognizer, _WindowJob
-
-    live, file = SimpleNamespace(live=True, superseded=0), SimpleNamespace(live=False, superseded=0)
+    from microgesture.stream.recognizer import WindowJob, newest_only
 
     def job(stream, k):
-        return _WindowJob(stream, SimpleNamespace(k=k), {}, 0, {})
+        return WindowJob(stream, stream == "live", SimpleNamespace(k=k), {}, 0, {})
 
-    batch = [job(live, 1), job(file, 1), job(live, 2), job(file, 2), job(live, 3),
-             ("flush", live), job(live, 4), job(live, 5), None]
-    kept = Recognizer._newest_only(batch)
-    names = [("live" if x.stream is live else "file", x.info.k) if isinstance(x, _WindowJob) else x
-             for x in kept]
+    batch = [job("live", 1), job("file", 1), job("live", 2), job("file", 2), job("live", 3),
+             ("flush", "live"), job("live", 4), job("live", 5), None]
+    kept, superseded = newest_only(batch)
+    names = [(x.stream_id, x.info.k) if isinstance(x, WindowJob) else x for x in kept]
     # the file keeps every window; the live stream its newest before the flush and after it
-    assert names == [("file", 1), ("file", 2), ("live", 3), ("flush", live), ("live", 5), None]
-    assert live.superseded == 3 and file.superseded == 0
+    assert names == [("file", 1), ("file", 2), ("live", 3), ("flush", "live"), ("live", 5), None]
+    assert superseded == {"live": 3}
 
 
 def test_a_dropped_rgb_frame_takes_the_nearest_encoded_frame():
-    import collections
     from types import SimpleNamespace
 
     from microgesture.stream.pipeline import StreamWorker
     from microgesture.stream.rings import Ring
+    from microgesture.stream.worker import Counts
 
     ms = 1_000_000
     tokens = Ring(16)
     for fid in (0, 4, 8, 12):  # encoded frames, 33 ms apart per frame id
         tokens.append(fid * 33 * ms, fid, f"tokens{fid}")
-    worker = SimpleNamespace(tokens=tokens, substitute_ns=66 * ms, counts=collections.Counter())
+    worker = SimpleNamespace(tokens=tokens, substitute_ns=66 * ms, counts=Counts())
     taken = {0, 5, 9}  # frames 5 and 9 were dropped before their encoding
     got = StreamWorker._nearest_encoded(worker, 5 * 33 * ms, taken)
     assert got.frame_id == 4 and 4 in taken  # the nearest (1 frame away) and not used twice
@@ -359,10 +356,11 @@ def test_encoder_backpressure_skips_live_encodes_and_makes_files_wait():
     from types import SimpleNamespace
 
     from microgesture.stream.pipeline import StreamWorker
+    from microgesture.stream.worker import Counts
 
     def worker(live):
         pending = collections.deque(Future() for _ in range(4))  # 4 encodes not finished
-        return SimpleNamespace(live=live, _encodes=pending, counts=collections.Counter(),
+        return SimpleNamespace(live=live, _encodes=pending, counts=Counts(),
                                rec=SimpleNamespace(window={"rgb_frames": 4}))
 
     live = worker(True)

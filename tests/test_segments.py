@@ -154,26 +154,25 @@ def stream_inputs(tmp_path_factory):
 def test_streaming_with_cached_segments_equals_the_whole_window_stage(stream_inputs, monkeypatch):
     """The pipeline's window scores with the segment cache equal those of the whole-window
     pose stage on the same stream (fp32, 1e-4); most segments are reused."""
-    from microgesture.stream import pipeline
+    from types import SimpleNamespace
+
+    from microgesture.stream import models
     from microgesture.stream.pipeline import StreamOptions, run_stream
 
     bundle, video, skeleton = stream_inputs
-    original = pipeline.StreamWorker.on_scores
 
     def run(segment_cache):
         scores = {}
-
-        def record(worker, p, info):
-            scores[info.last_frame] = np.array(p)
-            original(worker, p, info)
-
-        monkeypatch.setattr(pipeline.StreamWorker, "on_scores", record)
-        monkeypatch.setattr(pipeline, "pose_stages",
+        # a dispatcher sink that records every window's scores (with publish_windows)
+        sink = SimpleNamespace(name="record", window=lambda info, p, labels: scores.update(
+            {info.last_frame: np.array(p)}))
+        monkeypatch.setattr(models, "pose_stages",
                             lambda manifest, cache=True: pose_stages(manifest, segment_cache))
         holder = {}
         run_stream(StreamOptions(bundle=str(bundle), sources=[str(video)], stream_ids=["cam0"],
                                  publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
-                                 precision="fp32", span_s=32 / 15),
+                                 precision="fp32", span_s=32 / 15, publish_windows=True,
+                                 sinks=[sink]),
                    on_ready=lambda address, workers: holder.update(workers=workers))
         return scores, holder["workers"][0]
 
