@@ -129,6 +129,11 @@ def validate_manifest(manifest: dict[str, Any], path: Path, roles: tuple[str, ..
         _check_members(path, members)
     answers = [n for n, st in stages.items() if isinstance(st, dict)
                and ("logits" in st.get("outputs", {}) or ("outputs" not in st and n in ("head", "window")))]
+    for key, needs in (("rgb_frames", "frames"), ("pose_frames", "heatmaps")):
+        takes = [n for n, st in stages.items() if isinstance(st, dict) and needs in st.get("inputs", {})]
+        if window.get(key) == 0 and takes:
+            raise _fail(path, f"window.{key}", f"is 0, but stage {takes[0]!r} takes {needs}: "
+                        f"the window must sample the frames its stages read")
     if not answers and not members:
         raise _fail(path, "stages", f"has no stage that outputs 'logits' (it has {', '.join(stages) or 'none'}): "
                     "a bundle needs the stage that turns features into class scores")

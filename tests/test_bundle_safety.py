@@ -90,7 +90,7 @@ def test_a_symlink_inside_the_bundle_is_fine(demo):
     (lambda m: m["window"].update(pose_frames=0), "window.pose_frames is 0"),
     (lambda m: m["window"].update(span_s=-1), "window.span_s is -1"),
     (lambda m: m.update(stages={k: v for k, v in m["stages"].items() if k != "head"}),
-     "no 'head' stage"),
+     "no stage that outputs 'logits'"),
     (lambda m: m["stages"]["head"].update(files=[]), "stages.head.files is list"),
     (lambda m: m["files"]["head.onnx"].update(bytes="big"), "bytes"),
     (lambda m: m.update(model="clip"), "model is str"),
