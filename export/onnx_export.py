@@ -45,11 +45,6 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {s.name: s.module.eval() for s in family_of(model).stages(model)}
 
 
-def stage_examples(model: nn.Module, batch: int = 2, seed: int = 0) -> dict[str, dict[str, Tensor]]:
-    """Example inputs of every stage (``{stage: {input: tensor}}``), ``batch`` along axis 0."""
-    return {s.name: dict(s.example) for s in family_of(model).stages(model, batch, seed)}
-
-
 # ----------------------------------------------------------------------------- export
 
 def _spec(shape, dtype=torch.float32) -> dict[str, Any]:

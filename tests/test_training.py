@@ -177,3 +177,23 @@ def test_torchrun_two_processes_on_cpu(synth, tmp_path, model):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 only
     load_checkpoint(run / "best.safetensors")
+
+
+def test_each_loss_term_of_the_family_is_minimised_and_logged(synth, tmp_path, monkeypatch, capsys):
+    """The trainer minimises the sum of the family's named loss terms and logs each one's
+    epoch mean (a distillation or alignment term of another family gets a place)."""
+    from microgesture.core.family import get_family
+
+    family = get_family("clip-mg")
+    plain = family.loss
+
+    def two_terms(model, batch):
+        terms = plain(model, batch)
+        return {**terms, "loss_half": 0.5 * terms["loss_ce"]}
+
+    monkeypatch.setattr(family, "loss", two_terms)
+    train(options(synth, tmp_path / "run", epochs=1), progress=True)
+    (record,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert record["loss_half"] == pytest.approx(0.5 * record["loss_ce"], rel=1e-5)
+    assert record["train_loss"] == pytest.approx(record["loss_ce"] + record["loss_half"], rel=1e-5)
+    assert "loss_half" in capsys.readouterr().err   # the progress line names every term
