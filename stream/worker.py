@@ -309,20 +309,31 @@ class StreamWorker:
                 self.counts.add("windows_skipped", self.scheduler.skip_to_latest())
             self._window(self.scheduler.select())
 
+    def _pending_encodes(self) -> int:
+        """This stream's encodes queued or running on the encoder thread (predicted and
+        on demand)."""
+        pending = self._encodes
+        while pending and pending[0].done():
+            pending.popleft()
+        return len(pending)
+
     def _encoder_ready(self) -> bool:
         """Backpressure on the encoder thread: at most one window's RGB frames pending per
         stream. Behind it, a file waits for its oldest encode; a live stream skips the
         encode (its window takes the nearest encoded frame, or encodes on demand)."""
         pending = self._encodes
-        while pending and pending[0].done():
-            pending.popleft()
-        if len(pending) >= max(1, self.rec.window["rgb_frames"]):
+        if self._pending_encodes() >= max(1, self.rec.window["rgb_frames"]):
             if self.live:
                 self.counts.add("encodes_skipped")
                 return False
             pending[0].result()
             pending.popleft()
         return True
+
+    def _encoder_behind(self) -> bool:
+        """Whether at least one window's RGB frames are still queued for the encoder."""
+        return (bool(self.rec.models[0].plan.per_frame)
+                and self._pending_encodes() >= max(1, self.rec.window["rgb_frames"]))
 
     def _window(self, window) -> None:
         from microgesture.stream.recognizer import WindowJob
@@ -341,6 +352,13 @@ class StreamWorker:
             self._had_person = False
             return
         self._had_person = True
+        if self.live and self._encoder_behind():
+            # a window's worth of frames still waits for the encoder: a new window would queue
+            # behind them (its latency growing without bound); skip it, as the scheduler skips
+            # the windows that came due while inference was busy
+            self.counts.add("windows_skipped")
+            self.counts.add("windows_skipped_encoder")
+            return
         parts = [self._part(m, window, entries) for m in range(len(rec.models))]
         last = entries[window.last_frame_id]
         latency = {"pose": last.pose_ms, "heatmaps": last.heatmap_ms, "tokens": 0.0,
@@ -396,6 +414,7 @@ class StreamWorker:
                 cached = self._nearest_encoded(entries[i].capture_ns, taken)
             if cached is None:  # not predicted: encode on demand, once, on the encoder thread
                 value = self.rec.encode_later(entries[i].part(m)[1], m)
+                self._encodes.append(value)  # counted by the backpressure like predicted ones
                 if self.reuse_tokens:
                     tokens.insert(entries[i].capture_ns, i, value)
                 self.counts.add("encoded_on_demand")
@@ -443,6 +462,7 @@ class StreamWorker:
                 "encoded_on_demand": c["encoded_on_demand"],
                 "rgb_substituted": c["rgb_substituted"],
                 "encodes_skipped": c["encodes_skipped"],
+                "windows_skipped_encoder": c["windows_skipped_encoder"],  # part of windows_skipped
                 "pose_skipped": c["pose_skipped"],
                 "windows_no_person": c["windows_no_person"],
                 "scheduler_misses": sched.misses, "inference_errors": d.get("inference_errors", 0),

@@ -177,21 +177,6 @@ def test_ensemble_bundle_holds_its_members(runs, clip_mg_family, tmp_path):
 
 # ----------------------------------------------------------------------------- the MiGA 2024 models as runs
 
-def _miga24_trainable(data) -> bool:
-    """Whether the trainer and the dataset take the MiGA 2024 families (the registry-driven
-    get_config and WindowSpec-driven ClipDataset of issue 9a; on main after the merge)."""
-    from microgesture.core.config import get_config
-    from microgesture.training.datasets import open_dataset
-    from microgesture.training.transforms import ClipDataset
-
-    try:
-        config = get_config("miga24-posec3d-limb-tiny")
-        ClipDataset(open_dataset(data), config.replace(labels=tuple(open_dataset(data).classes)), train=False)
-    except (MicrogestureError, AttributeError, TypeError):
-        return False
-    return True
-
-
 def test_miga24_models_train_with_text_from_ensemble_and_zero_shot(runs, tmp_path, capsys):
     import torch
 
@@ -199,8 +184,6 @@ def test_miga24_models_train_with_text_from_ensemble_and_zero_shot(runs, tmp_pat
     from microgesture.core.ensemble import read_ensemble_run
 
     data = runs["data"]
-    if not _miga24_trainable(data):
-        pytest.skip("needs the registry-driven trainer and dataset (issue 9a, at merge)")
     common = ["--data", str(data), "--epochs", "1", "--batch-size", "4", "--workers", "0",
               "--test-subjects", "s02", "--quiet"]
     rgb, limb, joint = tmp_path / "rgb", tmp_path / "limb", tmp_path / "joint"
@@ -232,8 +215,7 @@ def test_miga24_models_train_with_text_from_ensemble_and_zero_shot(runs, tmp_pat
 @pytest.fixture
 def student_run(runs, tmp_path, monkeypatch):
     """A tiny miga24-vclip run with run "a"'s split (its checkpoint written directly), and
-    ClipDataset for it: the real one once it follows the WindowSpec (issue 9a), until then
-    CLIP-MG tiny's, whose frames are the student's (4 x 32 px)."""
+    the dataset class that reads its windows."""
     import torch
 
     import microgesture.training.ensemble_run as ensemble_run
@@ -253,19 +235,8 @@ def student_run(runs, tmp_path, monkeypatch):
     info = json.loads((runs["a"] / "run.json").read_text())
     info["config"] = student.config.to_dict()
     (run / "run.json").write_text(json.dumps(info))
-    try:
-        load_checkpoint(run / KEEP_FILES["best"])
-    except MicrogestureError:
-        pytest.skip("loading a miga24-vclip checkpoint needs the registry-driven load_checkpoint (issue 9a)")
+    load_checkpoint(run / KEEP_FILES["best"])
     dataset = ClipDataset
-    try:
-        ClipDataset(index, student.config, train=False)
-    except (MicrogestureError, AttributeError):
-        def dataset(idx, config, train):
-            from microgesture.core.config import get_config
-            return ClipDataset(idx, get_config("clip-mg-tiny", labels=config.labels), train=train)
-        for module in (zero_shot, ensemble_run):
-            monkeypatch.setattr(module, "ClipDataset", dataset)
     return types.SimpleNamespace(run=run, student=student, family=fam, index=index, info=info, dataset=dataset)
 
 

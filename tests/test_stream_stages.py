@@ -266,3 +266,37 @@ def test_frames_encoded_on_demand_are_encoded_on_the_encoder_thread(video):
     s = summary["streams"]["cam0"]
     assert s["encoded_on_demand"] == len(threads) > 0 and s["windows_run"] > 0
     assert all(name.startswith("encode") for name in threads), set(threads)
+
+
+def test_a_live_stream_whose_encoder_falls_behind_skips_windows_and_keeps_its_queue_bounded(video):
+    """Live, an encoder slower than the camera (B/16 on a small CPU) must not collect a queue
+    of encodes that grows for as long as the stream runs (each window waiting longer than the
+    one before, until none runs): windows that come due while a window's frames still wait
+    for the encoder are skipped and counted, and the encodes pending stay within two windows."""
+    import time as _time
+
+    from microgesture.core.paths import DEMO_BUNDLE
+
+    path, skeleton = video
+    pending = []
+
+    def slow(workers):
+        worker = workers[0]
+        session = worker.rec.models[0].sessions["visual"]
+        run = session.run
+
+        def run_slowly(feeds):
+            pending.append(worker._pending_encodes())
+            _time.sleep(0.15)
+            return run(feeds)
+        session.run = run_slowly
+
+    summary = run_stream(StreamOptions(bundle=str(DEMO_BUNDLE), sources=[path], stream_ids=["cam0"],
+                                       publish="tcp://127.0.0.1:*", pose=f"recorded:{skeleton}",
+                                       precision="fp32", naive=True, realtime=True,
+                                       span_s=SPAN_FRAMES / FPS),
+                         on_ready=lambda address, workers: slow(workers))
+    s = summary["streams"]["cam0"]
+    rgb = 4  # the demo bundle's RGB frames per window
+    assert s["windows_run"] > 0 and s["windows_skipped_encoder"] > 0
+    assert pending and max(pending) <= 2 * rgb, max(pending)
