@@ -128,7 +128,7 @@ def validate_manifest(manifest: dict[str, Any], path: Path, roles: tuple[str, ..
     if members is not None:
         _check_members(path, members)
     answers = [n for n, st in stages.items() if isinstance(st, dict)
-               and ("logits" in st.get("outputs", {}) or ("outputs" not in st and n in ("head", "window")))]
+               and ("logits" in st.get("outputs", {}) or n in ("head", "window"))]  # names: older bundles
     for key, needs in (("rgb_frames", "frames"), ("pose_frames", "heatmaps")):
         takes = [n for n, st in stages.items() if isinstance(st, dict) and needs in st.get("inputs", {})]
         if window.get(key) == 0 and takes:

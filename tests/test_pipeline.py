@@ -360,8 +360,10 @@ def test_encoder_backpressure_skips_live_encodes_and_makes_files_wait():
 
     def worker(live):
         pending = collections.deque(Future() for _ in range(4))  # 4 encodes not finished
-        return SimpleNamespace(live=live, _encodes=pending, counts=Counts(),
-                               rec=SimpleNamespace(window={"rgb_frames": 4}))
+        ns = SimpleNamespace(live=live, _encodes=pending, counts=Counts(),
+                             rec=SimpleNamespace(window={"rgb_frames": 4}))
+        ns._pending_encodes = lambda: StreamWorker._pending_encodes(ns)
+        return ns
 
     live = worker(True)
     assert StreamWorker._encoder_ready(live) is False and live.counts["encodes_skipped"] == 1
