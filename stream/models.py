@@ -57,8 +57,9 @@ class StreamModel:
 
 
 def member_bundles(manifest: dict[str, Any], bundle: Any) -> list[tuple[Path, float]]:
-    """An ensemble's member folders and weights (checked: inside the bundle, weights > 0
-    summing to 1)."""
+    """An ensemble's member folders and weights (checked: inside the bundle, weights >= 0
+    summing to 1). Members of weight 0 (the weight search may give one nothing) are left
+    out: they would not change the answer, so they are not run."""
     root = Path(manifest.get("root", str(bundle)))
     out = []
     for i, member in enumerate(manifest["members"]):
@@ -66,9 +67,11 @@ def member_bundles(manifest: dict[str, Any], bundle: Any) -> list[tuple[Path, fl
             raise MicrogestureError(f"{root}: members[{i}] is not an object with 'bundle' and "
                                     "'weight'; re-export the ensemble")
         weight = member.get("weight", 1.0 / len(manifest["members"]))
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise MicrogestureError(f"{root}: members[{i}].weight is {weight!r}, expected a number > 0")
-        out.append((safe_member(root, member["bundle"], f"members[{i}]"), float(weight)))
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise MicrogestureError(f"{root}: members[{i}].weight is {weight!r}, expected a number >= 0")
+        path = safe_member(root, member["bundle"], f"members[{i}]")
+        if weight > 0:
+            out.append((path, float(weight)))
     total = sum(w for _, w in out)
     if not math.isclose(total, 1.0, abs_tol=1e-3):
         raise MicrogestureError(f"{root}: the members' weights sum to {total:g}, not 1; re-export "
@@ -101,13 +104,26 @@ def open_models(manifest: dict[str, Any], bundle: Any, precision: str, segment_c
         for m in models:
             m.close()
         raise
-    layouts = {m.window["layout"] for m in models}
+    layouts = {m.window["layout"] for m in models if reads_pose(m)}
     if len(layouts) > 1:
         for m in models:
             m.close()
         raise MicrogestureError(f"the ensemble's members use different layouts ({', '.join(sorted(layouts))}); "
                                 "a stream estimates one pose for all of them")
     return models
+
+
+def reads_pose(model: StreamModel) -> bool:
+    """Whether the model reads pose (heatmaps or joints) in its layout; a model that only
+    reads RGB crops (the video CLIP student) takes any layout's keypoints for its box."""
+    plan = model.plan
+    return bool(plan.per_segment) or "heatmaps" in plan.window_inputs or "joints" in plan.window_inputs
+
+
+def pose_layout(models: list[StreamModel]) -> str:
+    """The layout the stream estimates pose in: the pose-reading models' (one, checked by
+    :func:`open_models`), else the first model's."""
+    return next((m.window["layout"] for m in models if reads_pose(m)), models[0].window["layout"])
 
 
 def _model(name: str, manifest: dict[str, Any], sessions: dict[str, Any], weight: float) -> StreamModel:

@@ -40,7 +40,7 @@ from microgesture.core.errors import MicrogestureError
 from microgesture.core.manifest_schema import require_window
 from microgesture.core.tuned import read_tuned
 from microgesture.stream.dispatch import smoothing_for
-from microgesture.stream.models import StreamModel, member_bundles, open_models
+from microgesture.stream.models import StreamModel, member_bundles, open_models, pose_layout
 from microgesture.stream.records import WindowInfo
 from microgesture.stream.stages import StagePlan
 
@@ -142,7 +142,7 @@ class Recognizer:
                                           if k in self.manifest["window"]}}
         self.mean, self.std = first.mean, first.std
         self.labels = list(self.manifest["labels"])
-        self.layout = self.window["layout"]
+        self.layout = pose_layout(self.models)  # the pose-reading members' (an ensemble's student reads none)
         self.smoothing = smoothing or smoothing_for(bundle)
         self.tuned_hop_s = (read_tuned(bundle) or {}).get("hop_s")  # eval-online --tune's hop
         self.model_id = model_id or f"{self.manifest['model']['name']}-{precision}"

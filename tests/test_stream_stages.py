@@ -300,3 +300,23 @@ def test_a_live_stream_whose_encoder_falls_behind_skips_windows_and_keeps_its_qu
     rgb = 4  # the demo bundle's RGB frames per window
     assert s["windows_run"] > 0 and s["windows_skipped_encoder"] > 0
     assert pending and max(pending) <= 2 * rgb, max(pending)
+
+
+def test_an_ensembles_rgb_only_member_takes_any_layout_and_a_weight_0_member_is_not_run(tmp_path, video):
+    """`ensemble` of the student (RGB only, whose window names the default layout) and
+    PoseC3D members in another layout streams (pose in the pose readers' layout), and a
+    member the weight search gave nothing is left out rather than refused."""
+    root = tmp_path / "ens"
+    _bundle(root / "members" / "frames", "frames-model", {"role": "whole-window", "inputs": {"frames": [2, 3, 8, 8]}},
+            {"rgb_frames": 2, "pose_frames": 0, "image_size": 8, "layout": "imigue22"}, seed=1)
+    _limbs_bundle(root / "members" / "limbs")          # coco18, reads limb heatmaps
+    _frames_bundle(root / "members" / "unused")
+    write_manifest(root, {
+        "model": {"name": "ens", "arch": "ensemble"}, "labels": LABELS, "prompts": None,
+        "preprocessing": {}, "window": {"span_s": SPAN_FRAMES / FPS, "fps": FPS},
+        "members": [{"bundle": "members/frames", "weight": 0.4}, {"bundle": "members/limbs", "weight": 0.6},
+                    {"bundle": "members/unused", "weight": 0.0}],
+        "stages": {}})
+    windows, worker = _stream(root, video)
+    assert [m.name for m in worker.rec.models] == ["frames-model", "limbs-model"]
+    assert worker.rec.layout == "coco18" and windows
