@@ -27,11 +27,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from bench_export import time_session  # the same timer as the export bench (bench/ is on sys.path)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -103,14 +104,7 @@ def time_stage(path: Path, inputs: dict, runs: int, warmup: int, rng) -> float:
     for arg in session.get_inputs():
         spec = inputs.get(arg.name) or {"shape": arg.shape, "dtype": "float32"}
         feeds[arg.name] = random_input(spec, rng)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return time_session(session, feeds, runs, warmup)["median_ms"]
 
 
 def stage_count(role: str, window: dict) -> int:
