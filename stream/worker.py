@@ -317,12 +317,16 @@ class StreamWorker:
             pending.popleft()
         return len(pending)
 
+    def _encoder_full(self) -> bool:
+        """At least one window's RGB frames of this stream queued or running on the encoder."""
+        return self._pending_encodes() >= max(1, self.rec.window["rgb_frames"])
+
     def _encoder_ready(self) -> bool:
         """Backpressure on the encoder thread: at most one window's RGB frames pending per
         stream. Behind it, a file waits for its oldest encode; a live stream skips the
         encode (its window takes the nearest encoded frame, or encodes on demand)."""
         pending = self._encodes
-        if self._pending_encodes() >= max(1, self.rec.window["rgb_frames"]):
+        if self._encoder_full():
             if self.live:
                 self.counts.add("encodes_skipped")
                 return False
@@ -332,8 +336,7 @@ class StreamWorker:
 
     def _encoder_behind(self) -> bool:
         """Whether at least one window's RGB frames are still queued for the encoder."""
-        return (bool(self.rec.models[0].plan.per_frame)
-                and self._pending_encodes() >= max(1, self.rec.window["rgb_frames"]))
+        return bool(self.rec.models[0].plan.per_frame) and self._encoder_full()
 
     def _window(self, window) -> None:
         from microgesture.stream.recognizer import WindowJob

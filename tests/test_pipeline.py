@@ -363,6 +363,7 @@ def test_encoder_backpressure_skips_live_encodes_and_makes_files_wait():
         ns = SimpleNamespace(live=live, _encodes=pending, counts=Counts(),
                              rec=SimpleNamespace(window={"rgb_frames": 4}))
         ns._pending_encodes = lambda: StreamWorker._pending_encodes(ns)
+        ns._encoder_full = lambda: StreamWorker._encoder_full(ns)
         return ns
 
     live = worker(True)
