@@ -126,6 +126,11 @@ class GridScheduler:
         self._last_slot = max(self._last_slot, s)
         return self.grid.is_rgb(s)
 
+    def tick(self, capture_ns: int) -> None:
+        """A frame captured at ``capture_ns`` that no window samples: time moves on (windows
+        may become due), nothing is kept."""
+        self._last_slot = max(self._last_slot, self.slot(capture_ns))
+
     def pending(self) -> int:
         """Windows whose last slot has passed and that were not handed out yet. Leading
         windows whose span holds no frame at all (the frame thread fell a whole span
@@ -222,8 +227,7 @@ class GridStreamScheduler:
         """A frame no window samples arrived: time moves on (windows may become due)."""
         self._frames += 1
         self._ticks += 1
-        s = self._sched.slot(capture_ns)
-        self._sched._last_slot = max(self._sched._last_slot, s)
+        self._sched.tick(capture_ns)
 
     def pending(self) -> int:
         return self._sched.pending()
